@@ -1,0 +1,3 @@
+from dlrs_bench.cli import app
+
+app()

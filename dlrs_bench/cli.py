@@ -1,0 +1,124 @@
+"""The ``dlrs-bench`` command line.
+
+Exit codes: 0 success · 1 a scenario failed · 2 invalid input (one readable line per problem).
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from dlrs_bench.errors import UserInputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Declarative benchmarks for recommendation models and embedding compression.")
+console = Console()
+if not console.is_terminal:  # logs and CI: keep the summary table's columns readable
+    console.width = max(console.width, 180)
+err_console = Console(stderr=True)
+
+EXIT_FAILED, EXIT_INVALID = 1, 2
+
+# torch.fx warns on import of TorchRec about a renamed API; it is noise for users.
+logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Listable(str, Enum):
+    datasets = "datasets"
+    models = "models"
+    compressors = "compressors"
+    suites = "suites"
+
+
+def _invalid(e: UserInputError) -> typer.Exit:
+    for line in e.lines:
+        err_console.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_INVALID)
+
+
+@app.command()
+def run(
+    suite: Annotated[Path, typer.Argument(help="suite YAML file")],
+    results_dir: Annotated[Path, typer.Option("--results-dir", help="where result files go")] = Path("results"),
+    filter: Annotated[Optional[str], typer.Option("--filter", help="only scenarios whose label or id contains TEXT")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="skip (scenario, seed) pairs that already finished")] = False,
+    device: Annotated[Optional[Device], typer.Option("--device", help="run every scenario on this device")] = None,
+) -> None:
+    """Run every scenario of SUITE and print a summary table."""
+    from dlrs_bench.config.expand import load_suite
+    from dlrs_bench.engine.runner import plan, run_jobs
+    from dlrs_bench.results.store import ResultStore
+    from dlrs_bench.ui import LiveDisplay, summary_table
+
+    try:
+        loaded = load_suite(suite)
+        jobs = plan(loaded, filter, device.value if device else None)
+    except UserInputError as e:
+        raise _invalid(e) from None
+    if not jobs:
+        err_console.print(f"[red]error:[/] --filter {filter!r} matches no scenario of {suite}")
+        raise typer.Exit(EXIT_INVALID)
+    console.print(f"[bold]{loaded.name}[/]: {len(jobs)} run(s) → {results_dir / loaded.name}")
+    with LiveDisplay(console, len(jobs)) as display:
+        results = run_jobs(jobs, ResultStore(results_dir), display, resume)
+    console.print(summary_table(results, f"{loaded.name} ({results_dir / loaded.name})"))
+    if any(r.status == "failed" for r in results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="suite YAML files")]) -> None:
+    """Check suite files without running them."""
+    from dlrs_bench.config.expand import load_suite
+
+    problems: list[str] = []
+    for path in files:
+        try:
+            loaded = load_suite(path)
+        except UserInputError as e:
+            problems.extend(e.lines)
+            continue
+        console.print(f"[green]ok[/] {path}: suite {loaded.name!r}, {len(loaded.scenarios)} scenario(s)")
+        for s in loaded.scenarios:
+            console.print(f"   {s.scenario_id}  {s.label}  seeds {s.spec.seeds}", highlight=False)
+    if problems:
+        raise _invalid(UserInputError(problems[0], problems))
+
+
+@app.command("ls")
+def list_(what: Annotated[Listable, typer.Argument(help="what to list")]) -> None:
+    """List registered datasets, models, compressors, or the ready-made suites."""
+    from dlrs_bench.registry import COMPRESSORS, DATASETS, MODELS
+
+    if what is Listable.suites:
+        for path in sorted(_suites_dir().glob("*.yaml")):
+            console.print(f"{str(path):40} {_suite_description(path)}", highlight=False)
+        return
+    registry = {"datasets": DATASETS, "models": MODELS, "compressors": COMPRESSORS}[what.value]
+    for entry in registry.entries():
+        console.print(f"{entry.name:24} {entry.help}", highlight=False)
+
+
+def _suites_dir() -> Path:
+    local = Path("suites")
+    return local if local.is_dir() else Path(__file__).resolve().parent.parent / "suites"
+
+
+def _suite_description(path: Path) -> str:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return str(data.get("description", "")) if isinstance(data, dict) else ""
+    except (OSError, yaml.YAMLError):
+        return "(unreadable)"

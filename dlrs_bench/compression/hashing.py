@@ -1,0 +1,100 @@
+"""``hashing``: the hashing trick, e(x) = E[h(x)] with E of ceil(n / ratio) rows per table.
+
+h(x) = x mod m (``hash: modulo``) or ((a x + b) mod P) mod m with P = 2^31 - 1 and
+per-table a, b drawn from ``hash_seed`` (``hash: universal``). The hashed tables are a
+TorchRec EmbeddingBagCollection, so they use the same kernels as full tables.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+from torchrec import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+
+from dlrs_bench.compression.base import TableAccount, check_keys, compressed_rows
+from dlrs_bench.compression.full import table_configs
+from dlrs_bench.config.schema import CompressorOptions
+from dlrs_bench.data.base import SparseFeature
+
+MERSENNE_31 = 2**31 - 1
+
+
+class HashingOptions(CompressorOptions):
+    kind: Literal["hashing"] = "hashing"
+    ratio: float = Field(gt=1.0, description="requested compression ratio n / m of each compressed table")
+    hash: Literal["modulo", "universal"] = "modulo"
+    hash_seed: int = 0
+
+
+class HashedEmbedding(nn.Module):
+    """Hashes each feature's ids into its reduced table, then pools with an EmbeddingBagCollection.
+
+    Args:
+        features: the full tables' features (names and cardinalities n_t).
+        buckets: rows m_t of each hashed table.
+        dim: embedding dimension d.
+        universal: universal hashing instead of modulo.
+        hash_seed: seed of the universal hash coefficients.
+        pooling: "sum" or "mean" over each bag.
+    """
+
+    def __init__(
+        self,
+        features: list[SparseFeature],
+        buckets: list[int],
+        dim: int,
+        universal: bool,
+        hash_seed: int,
+        pooling: str,
+        device: torch.device,
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.keys = [f.name for f in features]
+        self.ebc = EmbeddingBagCollection(tables=table_configs(features, buckets, dim, pooling), device=device)
+        g = torch.Generator().manual_seed(hash_seed)
+        a = torch.randint(1, MERSENNE_31, (len(features),), generator=g) if universal else torch.ones(len(features))
+        b = torch.randint(0, MERSENNE_31, (len(features),), generator=g) if universal else torch.zeros(len(features))
+        self.universal = universal
+        self.register_buffer("buckets", torch.tensor(buckets, dtype=torch.int64, device=device))
+        self.register_buffer("a", a.to(torch.int64).to(device))
+        self.register_buffer("b", b.to(torch.int64).to(device))
+
+    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        """Pooled embeddings ``[B, F * d]`` keyed like the full collection."""
+        check_keys(features, self.keys)
+        ids = features.values()
+        table = torch.repeat_interleave(
+            torch.arange(len(self.keys), device=ids.device), features.lengths().view(len(self.keys), -1).sum(1)
+        )
+        if self.universal:
+            ids = (self.a[table] * ids + self.b[table]) % MERSENNE_31
+        hashed = KeyedJaggedTensor(
+            keys=self.keys, values=ids % self.buckets[table], lengths=features.lengths(), offsets=features.offsets()
+        )
+        return self.ebc(hashed)
+
+    def table_accounts(self) -> list[TableAccount]:
+        return [
+            TableAccount(f.name, f.cardinality, c.embedding_dim, c.num_embeddings * c.embedding_dim,
+                         c.num_embeddings < f.cardinality, {"buckets": c.num_embeddings})
+            for f, c in zip(self.features, self.ebc.embedding_bag_configs())
+        ]
+
+
+class Hashing:
+    Options = HashingOptions
+
+    @staticmethod
+    def build(features: list[SparseFeature], dim: int, options: HashingOptions, device: torch.device) -> HashedEmbedding:
+        buckets = [
+            compressed_rows(f.cardinality, options.ratio) if f.cardinality > options.threshold else f.cardinality
+            for f in features
+        ]
+        return HashedEmbedding(
+            features, buckets, dim, options.hash == "universal", options.hash_seed, options.pooling, device
+        )

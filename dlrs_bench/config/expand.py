@@ -1,0 +1,179 @@
+"""Suite files → resolved scenarios.
+
+A scenario is ``defaults`` with one alternative of every ``matrix`` axis merged over it
+(cartesian product), or with one entry of ``scenarios`` merged over it. Matrix axes may be
+dotted (``model.embedding_dim``). Merging is deep, except that a plugin block whose
+``name``/``kind`` changes is replaced, not merged. Every resolved value remembers the file
+line it came from, so validation errors point at the line that caused them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from dlrs_bench.config.schema import PLUGIN_BLOCKS, Loc, Scenario, SuiteFile, _message, validate_scenario
+from dlrs_bench.config.yaml_lines import load_yaml
+from dlrs_bench.errors import UserInputError
+
+#: Resolved-scenario path → path in the YAML document it came from.
+Origins = dict[Loc, Loc]
+
+
+@dataclass(frozen=True)
+class ResolvedScenario:
+    """One validated scenario of a suite, with its stable id and a short display label."""
+
+    suite: str
+    scenario_id: str
+    label: str
+    spec: Scenario
+    source: str  # "file:line" of the matrix combination or scenario entry
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    path: Path
+    scenarios: list[ResolvedScenario]
+
+
+def scenario_id(spec: Scenario) -> str:
+    """A short stable hash of the resolved spec (defaults omitted, so explicit = implicit)."""
+    payload = spec.model_dump(mode="json", exclude_defaults=True, exclude={"name", "seeds"})
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return digest[:10]
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Load, expand and validate a suite; raise :class:`UserInputError` listing every problem."""
+    path = Path(path)
+    data, lines = load_yaml(path)
+
+    def where(doc_path: Loc) -> int:
+        while doc_path not in lines:
+            doc_path = doc_path[:-1]
+        return lines[doc_path]
+
+    if not isinstance(data, dict):
+        raise UserInputError(f"{path}:{where(())}: a suite file must be a mapping (name, defaults, matrix, ...)")
+    try:
+        suite = SuiteFile.model_validate(data)
+    except ValidationError as e:
+        errs = [f"{path}:{where(tuple(x['loc']))}: {_dotted(tuple(x['loc']))}: {_message(x)}" for x in e.errors()]
+        raise UserInputError(errs[0], errs) from None
+
+    candidates = list(_expand(suite))
+    errors: list[str] = []
+    resolved: list[ResolvedScenario] = []
+    first_seen: dict[str, str] = {}
+    for raw, origins, label, source_path in candidates:
+        source = f"{path}:{where(source_path)}"
+        spec, problems = validate_scenario(raw)
+        for loc, msg in problems:
+            doc_path = _origin(loc, origins) or source_path
+            line = f"{path}:{where(doc_path)}: {_dotted(_user_loc(loc, doc_path))}: {msg}"
+            if line not in errors:
+                errors.append(line)
+        if spec is None:
+            continue
+        sid = scenario_id(spec)
+        if sid in first_seen:
+            errors.append(f"{source}: resolves to the same scenario as {first_seen[sid]} (id {sid})")
+            continue
+        first_seen[sid] = source
+        resolved.append(ResolvedScenario(suite.name, sid, spec.name or label or suite.name, spec, source))
+    if errors:
+        raise UserInputError(errors[0], errors)
+    return Suite(suite.name, suite.description, path, resolved)
+
+
+def _expand(suite: SuiteFile):
+    """Yield (merged dict, origins, label, document path of the combination) per candidate."""
+    base, base_origins = copy.deepcopy(suite.defaults), {}
+    _record(base_origins, (), base, ("defaults",))
+    if not suite.matrix and not suite.scenarios:
+        yield base, base_origins, "", ("defaults",)
+    axes = list(suite.matrix.items())
+    for combo in itertools.product(*(range(len(values)) for _, values in axes)):
+        merged, origins = copy.deepcopy(base), dict(base_origins)
+        labels = []
+        for (axis, values), i in zip(axes, combo):
+            target = tuple(axis.split("."))
+            _apply(merged, origins, target, values[i], ("matrix", axis, i))
+            labels.append(_label(target, values[i]))
+        yield merged, origins, " ".join(labels), ("matrix", axes[0][0], combo[0]) if axes else ("matrix",)
+    for i, entry in enumerate(suite.scenarios):
+        merged, origins = copy.deepcopy(base), dict(base_origins)
+        for key, value in entry.items():
+            _apply(merged, origins, (key,), value, ("scenarios", i, key))
+        label = " ".join(_label((k,), v) for k, v in entry.items() if k != "name")
+        yield merged, origins, label, ("scenarios", i)
+
+
+def _apply(tree: dict, origins: Origins, at: Loc, value: Any, source: Loc) -> None:
+    """Merge ``value`` into ``tree`` at path ``at``, recording where each leaf came from."""
+    parent = tree
+    for depth, key in enumerate(at[:-1]):
+        if not isinstance(parent.get(key), dict):
+            parent[key] = {}
+            origins[at[: depth + 1]] = source
+        parent = parent[key]
+    key = at[-1]
+    current = parent.get(key)
+    switching = len(at) == 1 and key in PLUGIN_BLOCKS and isinstance(current, dict) and isinstance(value, dict) \
+        and PLUGIN_BLOCKS[key] in value and value[PLUGIN_BLOCKS[key]] != current.get(PLUGIN_BLOCKS[key])
+    if isinstance(current, dict) and isinstance(value, dict) and not switching:
+        origins.setdefault(at, source)
+        for k, v in value.items():
+            _apply(tree, origins, (*at, k), v, (*source, k))
+        return
+    for p in [p for p in origins if p[: len(at)] == at]:
+        del origins[p]
+    parent[key] = copy.deepcopy(value)
+    _record(origins, at, value, source)
+
+
+def _record(origins: Origins, at: Loc, value: Any, source: Loc) -> None:
+    origins[at] = source
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _record(origins, (*at, k), v, (*source, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _record(origins, (*at, i), v, (*source, i))
+
+
+def _origin(loc: Loc, origins: Origins) -> Loc | None:
+    """The document path of the longest prefix of ``loc`` that came from the file."""
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in origins:
+            return (*origins[loc[:n]], *loc[n:])
+    return None
+
+
+def _user_loc(loc: Loc, doc_path: Loc) -> Loc:
+    """The field path to show: the scenario path, prefixed by where it was written."""
+    head = doc_path[: len(doc_path) - len(loc)] if doc_path[-len(loc):] == loc else ()
+    return (*head, *loc)
+
+
+def _dotted(loc: Loc) -> str:
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(top)"
+
+
+def _label(at: Loc, value: Any) -> str:
+    """A compact label for one matrix choice: ``hashing(ratio=4)`` or ``embedding_dim=8``."""
+    if isinstance(value, dict):
+        head = next((str(value[k]) for k in ("kind", "name") if k in value), "")
+        rest = ",".join(f"{k}={v}" for k, v in value.items() if k not in ("kind", "name"))
+        return f"{head}({rest})" if head and rest else head or f"{at[-1]}({rest})"
+    return f"{at[-1]}={value}"

@@ -1,0 +1,182 @@
+"""Pydantic models of a suite file and of one resolved scenario.
+
+Every model forbids unknown keys. The dataset, model and compressor blocks are plugin
+options: their class is looked up in the registries by ``name`` (``kind`` for compressors)
+and validated by that plugin's own options model (see :func:`validate_scenario`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SerializeAsAny,
+    ValidationError,
+    model_validator,
+)
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetOptions(StrictModel):
+    """Options common to every dataset plugin; plugins subclass it."""
+
+    name: str
+
+
+class ModelOptions(StrictModel):
+    """Options common to every model plugin; plugins subclass it."""
+
+    name: str
+    embedding_dim: PositiveInt = Field(16, description="embedding dimension d of every table")
+
+
+class CompressorOptions(StrictModel):
+    """Options common to every compressor plugin; plugins subclass it."""
+
+    kind: str = "none"
+    threshold: NonNegativeInt = Field(
+        0, description="only tables with more rows than this are compressed; the others stay full"
+    )
+    pooling: Literal["sum", "mean"] = Field("sum", description="how the ids of one bag are pooled")
+
+
+class TrainSpec(StrictModel):
+    """How to train: optimizer, batch size, evaluation cadence and budgets."""
+
+    batch_size: PositiveInt = 512
+    eval_batch_size: PositiveInt | None = Field(None, description="default: 4 x batch_size")
+    optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
+    lr: PositiveFloat = 1e-3
+    max_epochs: PositiveFloat = Field(1.0, description="training budget in epochs of the train split")
+    max_time_s: PositiveFloat | None = Field(None, description="training budget in seconds (time-to-target clock)")
+    eval_every: PositiveFloat = Field(0.5, description="evaluation cadence in epochs")
+    eval_split: Literal["val", "test"] = "val"
+    warmup_iters: NonNegativeInt = Field(10, description="first iterations excluded from latency statistics")
+
+
+class TargetSpec(StrictModel):
+    """Quality target: AUC must rise to ``value``; LogLoss and NE must fall to it."""
+
+    metric: Literal["auc", "logloss", "ne"] = "auc"
+    value: float
+
+    @model_validator(mode="after")
+    def _value_in_range(self) -> TargetSpec:
+        if self.metric == "auc" and not 0.5 < self.value < 1.0:
+            raise ValueError(f"target AUC must lie in (0.5, 1), got {self.value}")
+        if self.metric != "auc" and self.value <= 0:
+            raise ValueError(f"target {self.metric} must be > 0, got {self.value}")
+        return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric == "auc"
+
+    def reached_by(self, value: float) -> bool:
+        return value >= self.value if self.higher_is_better else value <= self.value
+
+
+class Scenario(StrictModel):
+    """One fully resolved scenario: what to train, how, on what hardware, with which seeds."""
+
+    name: str | None = Field(None, description="display label; not part of the scenario id")
+    dataset: SerializeAsAny[DatasetOptions]
+    model: SerializeAsAny[ModelOptions]
+    compressor: SerializeAsAny[CompressorOptions] = CompressorOptions()
+    train: TrainSpec = TrainSpec()
+    target: TargetSpec
+    gpus: NonNegativeInt = Field(0, description="0 = CPU; N = N CUDA devices")
+    processes: PositiveInt = Field(1, description="CPU only: N gloo ranks")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        if self.gpus > 0 and self.processes != 1:
+            raise ValueError("processes is for CPU runs only; with gpus > 0 the rank count is gpus")
+        if self.gpus > 1 or self.processes > 1:
+            raise ValueError(
+                "distributed runs (gpus > 1 or processes > 1) are not implemented yet; "
+                "use gpus: 0 or gpus: 1 with processes: 1"
+            )
+        return self
+
+
+class SuiteFile(StrictModel):
+    """The top level of a suite YAML file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    matrix: dict[str, list[Any]] = Field(default_factory=dict)
+    scenarios: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _non_empty_axes(self) -> SuiteFile:
+        for axis, values in self.matrix.items():
+            if not values:
+                raise ValueError(f"matrix axis {axis!r} lists no alternatives")
+        return self
+
+
+Loc = tuple[str | int, ...]
+PLUGIN_BLOCKS: dict[str, str] = {"dataset": "name", "model": "name", "compressor": "kind"}
+
+
+def validate_scenario(raw: dict[str, Any]) -> tuple[Scenario | None, list[tuple[Loc, str]]]:
+    """Validate a merged scenario dict; returns the scenario or the errors as (loc, message)."""
+    from dlrs_bench.errors import UserInputError
+    from dlrs_bench.registry import COMPRESSORS, DATASETS, MODELS
+
+    registries = {"dataset": DATASETS, "model": MODELS, "compressor": COMPRESSORS}
+    errors: list[tuple[Loc, str]] = []
+    values = dict(raw)
+    for block, key in PLUGIN_BLOCKS.items():
+        if block not in raw:
+            continue
+        options = raw[block]
+        if not isinstance(options, dict):
+            errors.append(((block,), f"must be a mapping with a {key!r} key"))
+            continue
+        if key not in options and block == "compressor":
+            options = {**options, key: "none"}
+        if key not in options:
+            errors.append(((block,), f"missing {key!r}"))
+            continue
+        try:
+            plugin = registries[block].get(str(options[key]))
+        except UserInputError as e:
+            errors.append(((block, key), str(e)))
+            continue
+        try:
+            values[block] = plugin.Options.model_validate(options)
+        except ValidationError as e:
+            errors.extend(((block, *err["loc"]), _message(err)) for err in e.errors())
+    if errors:
+        return None, errors
+    try:
+        return Scenario.model_validate(values), []
+    except ValidationError as e:
+        return None, [(tuple(err["loc"]), _message(err)) for err in e.errors()]
+
+
+def _message(err: Any) -> str:
+    """A pydantic error as one readable phrase, with the offending input where useful."""
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] not in ("missing",) and "input" in err and not isinstance(err["input"], dict):
+        msg += f" (got {err['input']!r})"
+    return msg

@@ -1,0 +1,26 @@
+"""Row splits shared by the dataset plugins."""
+
+from __future__ import annotations
+
+import numpy as np
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def split_rows(
+    n: int, fractions: tuple[float, float, float], seed: int | None, order_key: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Row indexes (int64) of train / val / test.
+
+    With ``order_key`` the rows are sorted by it (stable) and cut in that order, so every
+    test row comes after every train row (a temporal split); otherwise they are shuffled
+    with ``seed``. Sizes are ``floor(fraction * n)`` for val and test, the rest is train.
+    """
+    if order_key is not None:
+        order = np.argsort(order_key, kind="stable")
+    else:
+        order = np.random.default_rng(seed).permutation(n)
+    n_val, n_test = int(fractions[1] * n), int(fractions[2] * n)
+    n_train = n - n_val - n_test
+    cuts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
+    return {k: np.sort(v) if order_key is None else v for k, v in cuts.items()}

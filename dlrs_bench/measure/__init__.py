@@ -1,0 +1,1 @@
+"""Measurements: quality metrics, step timing, memory, environment, MLPerf-style event log."""

@@ -1,0 +1,92 @@
+"""One lazy registry type for datasets, models and compressors.
+
+Entries are registered by import path (``"package.module:Attribute"``) so that listing them
+imports nothing heavy; the object is imported on first use. Unknown names fail with a
+"did you mean" suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from dlrs_bench.errors import UserInputError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    target: str  # "module.path:Attribute"
+    help: str
+
+
+class Registry(Generic[T]):
+    """A named collection of lazily imported plugins of one kind (``kind`` names it in errors)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, target: str, help: str) -> None:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._entries[name] = Entry(name, target, help)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[n] for n in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def suggest(self, name: str) -> str:
+        """A human hint for an unknown ``name``: the closest registered names, or all of them."""
+        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
+        if close:
+            return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+        return "known: " + ", ".join(self.names())
+
+    def get(self, name: str) -> T:
+        if name not in self._entries:
+            raise UserInputError(f"unknown {self.kind} {name!r}; {self.suggest(name)}")
+        module_name, attribute = self._entries[name].target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+
+# The three plugin kinds of a scenario. Implementations live next to their interfaces;
+# see dlrs_bench/data, dlrs_bench/models and dlrs_bench/compression.
+DATASETS: Registry = Registry("dataset")
+MODELS: Registry = Registry("model")
+COMPRESSORS: Registry = Registry("compressor")
+
+DATASETS.register(
+    "movielens-latest-small",
+    "dlrs_bench.data.movielens:MovieLensLatestSmall",
+    "MovieLens ml-latest-small (bundled): 100,836 ratings as CTR (rating >= 4), user/movie/genres/year",
+)
+DATASETS.register(
+    "synthetic",
+    "dlrs_bench.data.synthetic:Synthetic",
+    "Generated CTR data: Zipf ids, multi-hot bags, labels from a hidden teacher (known AUC/NE ceiling)",
+)
+MODELS.register(
+    "dlrm",
+    "dlrs_bench.models.dlrm:DLRMBuilder",
+    "DLRM (Naumov et al. 2019): bottom MLP, pairwise dot interactions, top MLP (TorchRec arches)",
+)
+COMPRESSORS.register(
+    "none",
+    "dlrs_bench.compression.full:Full",
+    "Full tables: a TorchRec EmbeddingBagCollection (ratio 1)",
+)
+COMPRESSORS.register(
+    "hashing",
+    "dlrs_bench.compression.hashing:Hashing",
+    "Hashing trick: ids hashed (modulo or universal hash) into n/ratio rows per table",
+)

@@ -1,0 +1,117 @@
+"""The result-file contract of DESIGN.md as a Pydantic model (one file per scenario and seed).
+
+Sections a failed run could not measure are null. Extra keys are allowed (``extra="allow"``)
+so that later versions can add fields without breaking readers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+SCHEMA_VERSION = "1.0"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorInfo(_Section):
+    type: str
+    message: str
+
+
+class Metrics(_Section):
+    auc: float | None
+    logloss: float | None
+    ne: float | None
+
+
+class TargetResult(_Section):
+    metric: str
+    value: float
+    reached: bool
+    time_to_target_s: float | None
+    epochs_to_target: float | None
+    samples_to_target: int | None
+
+
+class IterMs(_Section):
+    mean: float | None
+    p50: float | None
+    p90: float | None
+    p99: float | None
+
+
+class Timing(_Section):
+    train_time_s: float
+    eval_time_s: float
+    wall_time_s: float
+    samples_per_s: float | None
+    iter_ms: IterMs
+    warmup_iters: int
+
+
+class Memory(_Section):
+    gpu_peak_mib: float | None
+    gpu_allocator_peak_mib: float | None
+    host_peak_rss_mib: float | None
+
+
+class Embedding(_Section):
+    uncompressed_params: int
+    params: int
+    bytes: int
+    compression_ratio: float
+    per_table: list[dict[str, Any]]
+
+
+class ModelInfo(_Section):
+    dense_params: int
+    total_params: int
+    flops_per_sample: int
+
+
+class EvalPoint(_Section):
+    epoch: float
+    samples: int
+    time_s: float
+    auc: float | None
+    logloss: float | None
+    ne: float | None
+
+
+class Env(_Section):
+    dlrs_bench: str
+    git_sha: str | None
+    git_dirty: bool | None
+    python: str
+    torch: str
+    torchrec: str | None
+    fbgemm_gpu: str | None
+    cuda: str | None
+    gpu_name: str | None
+    gpu_count: int
+    driver: str | None
+    cpu: str
+    hostname: str
+    started_at: str
+
+
+class ResultFile(_Section):
+    schema_version: str
+    suite: str
+    scenario_id: str
+    scenario: dict[str, Any]
+    seed: int
+    status: Literal["reached", "not_reached", "failed"]
+    error: ErrorInfo | None
+    metrics: Metrics | None
+    target: TargetResult | None
+    timing: Timing | None
+    memory: Memory | None
+    embedding: Embedding | None
+    model: ModelInfo | None
+    eval_curve: list[EvalPoint]
+    env: Env

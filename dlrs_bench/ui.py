@@ -1,0 +1,82 @@
+"""Terminal output: a live progress display while a suite runs and the summary table after."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dlrs_bench.config.expand import ResolvedScenario
+from dlrs_bench.results.schema import ResultFile
+
+STATUS_STYLE = {"reached": "green", "not_reached": "yellow", "failed": "red"}
+
+
+class LiveDisplay:
+    """A rich progress display: one bar for the suite, one for the run in progress."""
+
+    def __init__(self, console: Console, total_runs: int) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"), console=console, transient=True,
+        )
+        self.suite_task = self.progress.add_task("suite", total=total_runs, info="")
+        self.run_task = None
+
+    def __enter__(self) -> LiveDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def run_started(self, scenario: ResolvedScenario, seed: int):
+        if self.run_task is not None:
+            self.progress.remove_task(self.run_task)
+        self.run_task = self.progress.add_task(f"{scenario.label} seed {seed}", total=None, info="")
+
+        def update(step: int, max_steps: int, last: dict[str, float] | None) -> None:
+            info = f"auc {last['auc']:.4f}" if last else ""
+            self.progress.update(self.run_task, completed=step, total=max_steps, info=info)
+
+        return update
+
+    def run_finished(self, scenario: ResolvedScenario, seed: int, result: ResultFile, skipped: bool) -> None:
+        self.progress.advance(self.suite_task)
+        style = STATUS_STYLE[result.status]
+        note = " (kept from an earlier run: --resume)" if skipped else ""
+        detail = f": {result.error.type}: {result.error.message}" if result.error else ""
+        self.console.print(f"[{style}]{result.status:>11}[/] {scenario.label} seed {seed}{note}{detail}")
+
+
+def summary_table(results: list[ResultFile], title: str) -> Table:
+    """One row per result: quality, time to target, speed, memory, compression."""
+    table = Table(title=title)
+    for column in ("scenario", "id", "seed", "status", "AUC", "NE", "time→target s", "epochs→target",
+                   "iter p50 ms", "samples/s", "peak mem MiB", "ratio"):
+        table.add_column(column, justify="left" if column in ("scenario", "id", "status") else "right")
+    for r in results:
+        extra: dict[str, Any] = r.model_extra or {}
+        memory = r.memory
+        peak = (memory.gpu_peak_mib if memory and memory.gpu_peak_mib is not None
+                else memory.host_peak_rss_mib if memory else None)
+        table.add_row(
+            str(extra.get("label", r.scenario_id)), r.scenario_id, str(r.seed),
+            f"[{STATUS_STYLE[r.status]}]{r.status}[/]",
+            _fmt(r.metrics.auc if r.metrics else None, ".4f"),
+            _fmt(r.metrics.ne if r.metrics else None, ".4f"),
+            _fmt(r.target.time_to_target_s if r.target else None, ".1f"),
+            _fmt(r.target.epochs_to_target if r.target else None, ".2f"),
+            _fmt(r.timing.iter_ms.p50 if r.timing else None, ".2f"),
+            _fmt(r.timing.samples_per_s if r.timing else None, ",.0f"),
+            _fmt(peak, ",.0f"),
+            _fmt(r.embedding.compression_ratio if r.embedding else None, ".2f"),
+        )
+    return table
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)

@@ -74,7 +74,7 @@ class HashedEmbedding(nn.Module):
         if self.universal:
             ids = (self.a[table] * ids + self.b[table]) % MERSENNE_31
         hashed = KeyedJaggedTensor(
-            keys=self.keys, values=ids % self.buckets[table], lengths=features.lengths(), offsets=features.offsets()
+            keys=self.keys, values=ids % self.buckets[table], lengths=features.lengths()
         )
         return self.ebc(hashed)
 

@@ -79,8 +79,8 @@ def load_suite(path: str | Path) -> Suite:
         source = f"{path}:{where(source_path)}"
         spec, problems = validate_scenario(raw)
         for loc, msg in problems:
-            doc_path = _origin(loc, origins) or source_path
-            line = f"{path}:{where(doc_path)}: {_dotted(_user_loc(loc, doc_path))}: {msg}"
+            doc_path = _origin(loc, origins)  # where the offending value was written, if it was
+            line = f"{path}:{where(doc_path or source_path)}: {_dotted(doc_path or loc)}: {msg}"
             if line not in errors:
                 errors.append(line)
         if spec is None:
@@ -158,12 +158,6 @@ def _origin(loc: Loc, origins: Origins) -> Loc | None:
         if loc[:n] in origins:
             return (*origins[loc[:n]], *loc[n:])
     return None
-
-
-def _user_loc(loc: Loc, doc_path: Loc) -> Loc:
-    """The field path to show: the scenario path, prefixed by where it was written."""
-    head = doc_path[: len(doc_path) - len(loc)] if doc_path[-len(loc):] == loc else ()
-    return (*head, *loc)
 
 
 def _dotted(loc: Loc) -> str:

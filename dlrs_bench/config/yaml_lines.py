@@ -32,7 +32,8 @@ def load_yaml(path: Path) -> tuple[Any, dict[Path_, int]]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 1
-        raise UserInputError(f"{path}:{line}: YAML syntax error: {e.problem or e}") from None
+        context = f" ({e.context} on line {e.context_mark.line + 1})" if e.context and e.context_mark else ""
+        raise UserInputError(f"{path}:{line}: YAML syntax error: {e.problem or e}{context}") from None
     finally:
         loader.dispose()
     lines: dict[Path_, int] = {(): node.start_mark.line + 1}

@@ -57,8 +57,10 @@ class HashedEmbedding(nn.Module):
         self.keys = [f.name for f in features]
         self.ebc = EmbeddingBagCollection(tables=table_configs(features, buckets, dim, pooling), device=device)
         g = torch.Generator().manual_seed(hash_seed)
-        a = torch.randint(1, MERSENNE_31, (len(features),), generator=g) if universal else torch.ones(len(features))
-        b = torch.randint(0, MERSENNE_31, (len(features),), generator=g) if universal else torch.zeros(len(features))
+        a = torch.randint(1, MERSENNE_31, (len(features),), generator=g)
+        b = torch.randint(0, MERSENNE_31, (len(features),), generator=g)
+        full = torch.tensor([m >= f.cardinality for f, m in zip(features, buckets)])
+        a[full], b[full] = 1, 0  # tables left full keep the identity map x -> x
         self.universal = universal
         self.register_buffer("buckets", torch.tensor(buckets, dtype=torch.int64, device=device))
         self.register_buffer("a", a.to(torch.int64).to(device))

@@ -47,8 +47,15 @@ class Suite:
 
 
 def scenario_id(spec: Scenario) -> str:
-    """A short stable hash of the resolved spec (defaults omitted, so explicit = implicit)."""
+    """A short stable hash of the resolved spec.
+
+    Values equal to their defaults are left out (so writing a default explicitly or omitting it
+    gives the same id, and new options with defaults keep old ids); the dataset, model and
+    compressor names always count.
+    """
     payload = spec.model_dump(mode="json", exclude_defaults=True, exclude={"name", "seeds"})
+    for block, key in PLUGIN_BLOCKS.items():
+        payload.setdefault(block, {})[key] = getattr(getattr(spec, block), key)
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return digest[:10]
 
@@ -103,14 +110,14 @@ def _expand(suite: SuiteFile):
     if not suite.matrix and not suite.scenarios:
         yield base, base_origins, "", ("defaults",)
     axes = list(suite.matrix.items())
-    for combo in itertools.product(*(range(len(values)) for _, values in axes)):
+    for combo in [] if not axes else itertools.product(*(range(len(values)) for _, values in axes)):
         merged, origins = copy.deepcopy(base), dict(base_origins)
         labels = []
         for (axis, values), i in zip(axes, combo):
             target = tuple(axis.split("."))
             _apply(merged, origins, target, values[i], ("matrix", axis, i))
             labels.append(_label(target, values[i]))
-        yield merged, origins, " ".join(labels), ("matrix", axes[0][0], combo[0]) if axes else ("matrix",)
+        yield merged, origins, " ".join(labels), ("matrix", axes[0][0], combo[0])
     for i, entry in enumerate(suite.scenarios):
         merged, origins = copy.deepcopy(base), dict(base_origins)
         for key, value in entry.items():

@@ -144,9 +144,9 @@ def validate_scenario(raw: dict[str, Any]) -> tuple[Scenario | None, list[tuple[
     errors: list[tuple[Loc, str]] = []
     values = dict(raw)
     for block, key in PLUGIN_BLOCKS.items():
-        if block not in raw:
+        if block not in raw and block != "compressor":
             continue
-        options = raw[block]
+        options = raw.get(block, {})
         if not isinstance(options, dict):
             errors.append(((block,), f"must be a mapping with a {key!r} key"))
             continue

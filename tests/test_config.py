@@ -1,0 +1,479 @@
+"""Suite files: validation errors with file:line, matrix expansion, scenario ids."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import line_of, tiny_suite
+
+from dlrs_bench.compression.full import FullOptions
+from dlrs_bench.compression.hashing import HashingOptions
+from dlrs_bench.config.expand import load_suite
+from dlrs_bench.errors import UserInputError
+
+HEADER = """\
+name: t
+defaults:
+  dataset: {name: synthetic, num_samples: 2000}
+  model: {name: dlrm, embedding_dim: 8, bottom_mlp: [16, 8], top_mlp: [16, 1]}
+  target: {metric: auc, value: 0.6}
+"""
+
+
+def load_error(path: Path) -> UserInputError:
+    with pytest.raises(UserInputError) as info:
+        load_suite(path)
+    err = info.value
+    assert err.lines, "a UserInputError must list at least one problem"
+    for line in err.lines:  # every problem is reported as file:line: ...
+        assert re.match(rf"^{re.escape(str(path))}:\d+: ", line), line
+    return err
+
+
+def find(err: UserInputError, *needles: str) -> str:
+    """The one reported line containing every needle."""
+    hits = [line for line in err.lines if all(n in line for n in needles)]
+    assert hits, f"no error line contains {needles}: {err.lines}"
+    return hits[0]
+
+
+# ---------------------------------------------------------------- unknown keys, with exact lines
+
+
+def test_unknown_top_level_key_reports_its_line(write_suite):
+    path = write_suite(HEADER + "colour: blue\n")
+    err = load_error(path)
+    line = find(err, "colour")
+    assert line.startswith(f"{path}:{line_of(path, 'colour:')}: ")
+    assert "unknown key" in line
+
+
+def test_unknown_key_in_defaults_train_reports_line_and_field(write_suite):
+    path = write_suite(HEADER + "  train:\n    batch_size: 64\n    learning_rate: 0.1\n")
+    err = load_error(path)
+    line = find(err, "learning_rate")
+    assert line.startswith(f"{path}:{line_of(path, 'learning_rate:')}: ")
+    assert "defaults.train.learning_rate" in line
+    assert "unknown key" in line
+
+
+def test_unknown_key_in_matrix_compressor_entry_reports_its_line(write_suite):
+    path = write_suite(
+        HEADER
+        + """\
+matrix:
+  compressor:
+    - {kind: none}
+    - kind: hashing
+      ratio: 4
+      rato: 2
+"""
+    )
+    err = load_error(path)
+    line = find(err, "rato")
+    assert line.startswith(f"{path}:{line_of(path, 'rato:')}: "), line
+    assert "matrix.compressor[1].rato" in line  # the field path as written in the file
+    assert "unknown key" in line
+    assert len(err.lines) == 1, err.lines  # the valid alternative {kind: none} is not blamed
+
+
+def test_unknown_key_in_a_scenarios_entry(write_suite):
+    path = write_suite(
+        HEADER
+        + """\
+scenarios:
+  - train: {lr: 0.1}
+  - train: {lr: 0.2, momentum: 0.9}
+"""
+    )
+    err = load_error(path)
+    line = find(err, "momentum")
+    assert line.startswith(f"{path}:{line_of(path, 'momentum')}: ")
+
+
+# ---------------------------------------------------------------- wrong types and values
+
+
+def test_wrong_type_batch_size(write_suite):
+    path = write_suite(HEADER + "  train:\n    batch_size: big\n")
+    err = load_error(path)
+    line = find(err, "batch_size")
+    assert line.startswith(f"{path}:{line_of(path, 'batch_size:')}: ")
+    assert "train.batch_size" in line
+    assert "'big'" in line  # the offending input is quoted
+
+
+def test_negative_learning_rate(write_suite):
+    path = write_suite(HEADER + "  train:\n    lr: -0.01\n")
+    err = load_error(path)
+    line = find(err, "lr")
+    assert line.startswith(f"{path}:{line_of(path, 'lr: -0.01')}: ")
+    assert "train.lr" in line and "greater than 0" in line
+
+
+@pytest.mark.parametrize("value", [1.2, 0.4, 0.5, 1.0])
+def test_target_auc_outside_open_interval(write_suite, value):
+    text = HEADER.replace("value: 0.6", f"value: {value}")
+    path = write_suite(text)
+    err = load_error(path)
+    line = find(err, "target")
+    assert line.startswith(f"{path}:{line_of(path, 'target:')}: ")
+    assert "(0.5, 1)" in line and str(value) in line
+
+
+def test_target_logloss_must_be_positive(write_suite):
+    path = write_suite(HEADER.replace("{metric: auc, value: 0.6}", "{metric: logloss, value: -0.3}"))
+    err = load_error(path)
+    assert "logloss must be > 0" in find(err, "target")
+
+
+def test_hashing_ratio_must_exceed_one(write_suite):
+    path = write_suite(HEADER + "matrix:\n  compressor:\n    - {kind: hashing, ratio: 0.5}\n")
+    err = load_error(path)
+    line = find(err, "ratio")
+    assert line.startswith(f"{path}:{line_of(path, 'ratio: 0.5')}: ")
+    assert "matrix.compressor[0].ratio" in line and "greater than 1" in line and "0.5" in line
+
+
+def test_hashing_ratio_is_required(write_suite):
+    path = write_suite(HEADER + "matrix:\n  compressor:\n    - {kind: hashing}\n")
+    err = load_error(path)
+    assert "Field required" in find(err, "matrix.compressor[0].ratio")
+
+
+def test_bottom_mlp_must_end_in_embedding_dim(write_suite):
+    path = write_suite(HEADER.replace("bottom_mlp: [16, 8]", "bottom_mlp: [16, 4]"))
+    err = load_error(path)
+    line = find(err, "bottom_mlp")
+    assert line.startswith(f"{path}:{line_of(path, 'model:')}: ")
+    assert "embedding_dim (8)" in line and "[16, 4]" in line
+
+
+def test_top_mlp_must_end_in_one(write_suite):
+    path = write_suite(HEADER.replace("top_mlp: [16, 1]", "top_mlp: [16, 2]"))
+    err = load_error(path)
+    assert "top_mlp must end in 1" in find(err, "model")
+
+
+def test_seeds_must_be_distinct(write_suite):
+    path = write_suite(HEADER + "  seeds: [0, 1, 0]\n")
+    err = load_error(path)
+    assert "seeds must be distinct" in find(err, "seeds")
+
+
+# ---------------------------------------------------------------- YAML-level problems
+
+
+def test_yaml_syntax_error_reports_line(write_suite):
+    path = write_suite(HEADER + "  train:\n    batch_size: 64\n    lr: a: b\n")
+    err = load_error(path)
+    assert len(err.lines) == 1
+    assert err.lines[0].startswith(f"{path}:{line_of(path, 'lr: a: b')}: ")
+    assert "YAML syntax error" in err.lines[0]
+
+
+def test_unclosed_flow_mapping_is_a_syntax_error(write_suite):
+    path = write_suite("name: t\ndefaults:\n  model: {name: dlrm, embedding_dim: 8\n  target: {value: 0.6}\n")
+    err = load_error(path)
+    assert "YAML syntax error" in err.lines[0]
+
+
+def test_duplicate_yaml_key_is_an_error(write_suite):
+    path = write_suite(HEADER + "  train:\n    lr: 0.1\n    batch_size: 64\n    lr: 0.2\n")
+    err = load_error(path)
+    line = err.lines[0]
+    assert line.startswith(f"{path}:{line_of(path, 'lr: 0.2')}: ")
+    assert "duplicate key" in line
+    assert f"first defined on line {line_of(path, 'lr: 0.1')}" in line
+    assert "defaults.train.lr" in line
+
+
+def test_empty_file_and_non_mapping(write_suite):
+    err = load_error(write_suite("", "empty.yaml"))
+    assert "empty" in err.lines[0]
+    err = load_error(write_suite("- 1\n- 2\n", "list.yaml"))
+    assert "must be a mapping" in err.lines[0]
+
+
+def test_missing_file_is_user_input_error(tmp_path):
+    with pytest.raises(UserInputError, match="cannot read"):
+        load_suite(tmp_path / "nope.yaml")
+
+
+# ---------------------------------------------------------------- unknown plugin names
+
+
+@pytest.mark.parametrize(
+    "old, new, suggestion",
+    [
+        ("{name: synthetic, num_samples: 2000}", "{name: synthetc, num_samples: 2000}", "'synthetic'"),
+        ("name: dlrm,", "name: dlrn,", "'dlrm'"),
+    ],
+)
+def test_unknown_dataset_or_model_suggests_the_closest_name(write_suite, old, new, suggestion):
+    path = write_suite(HEADER.replace(old, new))
+    err = load_error(path)
+    line = find(err, "did you mean")
+    assert suggestion in line
+    assert line.startswith(f"{path}:{line_of(path, new.split(',')[0].strip('{'))}: ")
+
+
+def test_unknown_compressor_suggests_hashing(write_suite):
+    path = write_suite(HEADER + "matrix:\n  compressor:\n    - {kind: none}\n    - {kind: hashng, ratio: 4}\n")
+    err = load_error(path)
+    line = find(err, "hashng")
+    assert "did you mean 'hashing'" in line
+    assert line.startswith(f"{path}:{line_of(path, 'hashng')}: ")
+    assert "matrix.compressor[1].kind" in line
+
+
+def test_empty_matrix_axis_is_an_error(write_suite):
+    path = write_suite(HEADER + "matrix:\n  compressor: []\n")
+    err = load_error(path)
+    assert "lists no alternatives" in find(err, "compressor")
+
+
+@pytest.mark.parametrize("extra", ["  gpus: 2\n", "  processes: 2\n"])
+def test_distributed_runs_are_rejected_clearly(write_suite, extra):
+    path = write_suite(HEADER + extra)
+    err = load_error(path)
+    line = find(err, "distributed")
+    assert "not implemented" in line
+    assert "gpus" in line and "processes" in line
+
+
+def test_negative_gpus_is_an_error(write_suite):
+    path = write_suite(HEADER + "  gpus: -1\n")
+    err = load_error(path)
+    line = find(err, "gpus")
+    assert line.startswith(f"{path}:{line_of(path, 'gpus: -1')}: defaults.gpus: ")
+    assert "greater than or equal to 0" in line
+
+
+# ---------------------------------------------------------------- matrix expansion
+
+
+def test_matrix_is_a_cartesian_product_of_compressors_and_model_dicts(write_suite):
+    suite = tiny_suite(
+        matrix={
+            "compressor": [{"kind": "none"}, {"kind": "hashing", "ratio": 4}],
+            "model": [{"embedding_dim": 8, "bottom_mlp": [16, 8]}, {"embedding_dim": 4, "bottom_mlp": [16, 4]}],
+        }
+    )
+    loaded = load_suite(write_suite(suite))
+    assert len(loaded.scenarios) == 4
+    combos = {(s.spec.compressor.kind, s.spec.model.embedding_dim) for s in loaded.scenarios}
+    assert combos == {("none", 8), ("none", 4), ("hashing", 8), ("hashing", 4)}
+    for s in loaded.scenarios:
+        assert s.spec.model.name == "dlrm"  # merged over defaults, not replaced
+        assert s.spec.model.top_mlp == [16, 1]
+        assert s.spec.model.bottom_mlp[-1] == s.spec.model.embedding_dim
+    assert len({s.scenario_id for s in loaded.scenarios}) == 4
+    assert len({s.label for s in loaded.scenarios}) == 4
+
+
+def test_dotted_matrix_keys_set_nested_values(write_suite):
+    suite = tiny_suite(
+        matrix={
+            "compressor": [{"kind": "none"}, {"kind": "hashing", "ratio": 4}],
+            "train.lr": [0.1, 0.02],
+            "dataset.signal": [1.0],
+        }
+    )
+    loaded = load_suite(write_suite(suite))
+    assert len(loaded.scenarios) == 4
+    assert sorted(s.spec.train.lr for s in loaded.scenarios) == [0.02, 0.02, 0.1, 0.1]
+    for s in loaded.scenarios:
+        assert s.spec.train.batch_size == 128  # sibling keys of the dotted one are kept
+        assert s.spec.train.max_epochs == 2
+        assert s.spec.dataset.signal == 1.0
+        assert s.spec.dataset.num_samples == 3000
+    labels = {s.label for s in loaded.scenarios}
+    assert any("lr=0.1" in label for label in labels)
+
+
+def test_dotted_embedding_dim_axis(write_suite):
+    suite = tiny_suite()
+    suite["defaults"]["model"]["bottom_mlp"] = [4]  # overridden by the matrix below
+    suite["matrix"] = {
+        "compressor": [{"kind": "none"}, {"kind": "hashing", "ratio": 4}],
+        "model.embedding_dim": [4, 8],
+        "model.bottom_mlp": [[4], [8]],
+    }
+    path = write_suite(suite)
+    # embedding_dim 4 with bottom_mlp [8] (and 8 with [4]) cannot be valid: reported, with lines
+    err = load_error(path)
+    assert all("bottom_mlp must end in embedding_dim" in line for line in err.lines)
+    suite["matrix"]["model.bottom_mlp"] = [[16]]
+    suite["matrix"]["model.embedding_dim"] = [16]
+    suite["matrix"]["model.top_mlp"] = [[8, 1], [32, 1]]
+    loaded = load_suite(write_suite(suite, "ok.yaml"))
+    assert len(loaded.scenarios) == 4
+    assert {s.spec.model.embedding_dim for s in loaded.scenarios} == {16}
+    assert sorted(s.spec.model.top_mlp[0] for s in loaded.scenarios) == [8, 8, 32, 32]
+
+
+def test_switching_compressor_kind_replaces_the_block(write_suite):
+    suite = tiny_suite()
+    suite["defaults"]["compressor"] = {"kind": "hashing", "ratio": 4, "hash": "universal"}
+    suite["matrix"] = {"compressor": [{"kind": "none"}, {"ratio": 8}]}
+    loaded = load_suite(write_suite(suite))
+    assert len(loaded.scenarios) == 2
+    none, hashing = loaded.scenarios
+    assert isinstance(none.spec.compressor, FullOptions)
+    assert "ratio" not in none.spec.compressor.model_dump()
+    # same kind: merged, so hash: universal from the defaults survives
+    assert isinstance(hashing.spec.compressor, HashingOptions)
+    assert hashing.spec.compressor.ratio == 8
+    assert hashing.spec.compressor.hash == "universal"
+
+
+def test_scenarios_entries_merge_over_defaults(write_suite):
+    suite = tiny_suite()
+    del suite["matrix"]
+    suite["scenarios"] = [
+        {"name": "fast", "train": {"lr": 0.1}},
+        {"compressor": {"kind": "hashing", "ratio": 2}},
+    ]
+    loaded = load_suite(write_suite(suite))
+    # `scenarios:` *instead of* `matrix:` (DESIGN.md): exactly the listed scenarios
+    assert len(loaded.scenarios) == 2, [s.label for s in loaded.scenarios]
+    fast, hashed = loaded.scenarios
+    assert fast.label == "fast" and fast.spec.name == "fast"
+    assert fast.spec.train.lr == 0.1 and fast.spec.train.batch_size == 128
+    assert hashed.spec.compressor.ratio == 2
+    assert hashed.spec.train.lr == 0.01
+
+
+def test_scenarios_beside_matrix_are_added(write_suite):
+    suite = tiny_suite(scenarios=[{"train": {"lr": 0.3}}])
+    loaded = load_suite(write_suite(suite))
+    assert len(loaded.scenarios) == 3
+    assert [s.spec.train.lr for s in loaded.scenarios] == [0.01, 0.01, 0.3]
+
+
+def test_defaults_alone_make_one_scenario(write_suite):
+    suite = tiny_suite()
+    del suite["matrix"]
+    loaded = load_suite(write_suite(suite))
+    assert len(loaded.scenarios) == 1
+    assert loaded.scenarios[0].spec.compressor.kind == "none"
+
+
+def test_duplicate_scenarios_are_an_error(write_suite):
+    suite = tiny_suite(
+        matrix={"compressor": [{"kind": "hashing", "ratio": 4}, {"kind": "hashing", "ratio": 4, "hash": "modulo"}]}
+    )
+    path = write_suite(suite)
+    err = load_error(path)
+    line = find(err, "same scenario")
+    assert line.startswith(f"{path}:")
+
+
+def test_duplicate_scenarios_entries_are_an_error(write_suite):
+    suite = tiny_suite(matrix={"train.lr": [0.05]})
+    suite["scenarios"] = [{"train": {"lr": 0.1}}, {"name": "again", "train": {"lr": 0.1}}]
+    path = write_suite(suite)
+    err = load_error(path)
+    line = find(err, "same scenario")
+    assert line.startswith(f"{path}:{line_of(path, 'name: again')}: ")
+    assert len(err.lines) == 1, err.lines
+
+
+# ---------------------------------------------------------------- scenario ids
+
+EXPLICIT = """\
+name: explicit
+description: every default written out, keys in another order
+defaults:
+  target: {value: 0.6, metric: auc}
+  train: {optimizer: adam, batch_size: 512, lr: 0.001, eval_every: 0.5, warmup_iters: 10}
+  model: {top_mlp: [64, 32, 1], bottom_mlp: [32, 16], embedding_dim: 16, name: dlrm}
+  dataset: {seed: 0, name: synthetic, num_samples: 2000, zipf_exponent: 1.05}
+  gpus: 0
+  processes: 1
+  seeds: [0]
+matrix:
+  compressor:
+    - {hash: modulo, kind: hashing, ratio: 4, threshold: 0, pooling: sum}
+"""
+
+IMPLICIT = """\
+name: implicit
+defaults:
+  dataset: {name: synthetic, num_samples: 2000}
+  model: {name: dlrm, bottom_mlp: [32, 16]}
+  target: {value: 0.6}
+matrix:
+  compressor:
+    - {kind: hashing, ratio: 4}
+"""
+
+
+def ids(path: Path) -> list[str]:
+    return [s.scenario_id for s in load_suite(path).scenarios]
+
+
+def test_scenario_id_is_stable_across_loads(write_suite):
+    path = write_suite(tiny_suite())
+    first, second = ids(path), ids(path)
+    assert first == second
+    assert all(re.fullmatch(r"[0-9a-f]{6,16}", i) for i in first)
+
+
+def test_scenario_id_ignores_explicit_defaults_and_key_order(write_suite):
+    assert ids(write_suite(EXPLICIT, "a.yaml")) == ids(write_suite(IMPLICIT, "b.yaml"))
+
+
+def test_scenario_id_changes_with_a_value(write_suite):
+    base = ids(write_suite(IMPLICIT, "a.yaml"))
+    for old, new in [("ratio: 4", "ratio: 8"), ("num_samples: 2000", "num_samples: 2001"),
+                     ("value: 0.6", "value: 0.61"), ("{kind: hashing, ratio: 4}", "{kind: hashing, ratio: 4, hash: universal}")]:
+        assert ids(write_suite(IMPLICIT.replace(old, new), "b.yaml")) != base, (old, new)
+
+
+def test_scenario_id_excludes_seeds_and_name(write_suite):
+    a = write_suite(IMPLICIT.replace("target: {value: 0.6}", "target: {value: 0.6}\n  seeds: [0, 1, 2]"), "a.yaml")
+    b = write_suite(IMPLICIT.replace("name: implicit", "name: other").replace(
+        "{kind: hashing, ratio: 4}", "{kind: hashing, ratio: 4}\nscenarios: []"), "b.yaml")
+    c = write_suite(IMPLICIT.replace("target: {value: 0.6}", "target: {value: 0.6}\n  name: shown\n  seeds: [7]"),
+                    "c.yaml")
+    assert ids(a) == ids(b) == ids(c)
+    assert load_suite(c).scenarios[0].label == "shown"
+
+
+def test_scenario_id_compressor_omitted_equals_explicit_none(write_suite):
+    omitted = tiny_suite(matrix={"train.lr": [0.01]})
+    explicit = tiny_suite(matrix={"train.lr": [0.01]})
+    explicit["defaults"]["compressor"] = {"kind": "none"}
+    assert ids(write_suite(omitted, "a.yaml")) == ids(write_suite(explicit, "b.yaml"))
+
+
+def test_scenario_id_differs_between_datasets_with_default_options(write_suite):
+    """Two scenarios that differ only in the dataset's name are different scenarios."""
+    suite = tiny_suite(matrix={"dataset": [{"name": "synthetic"}, {"name": "movielens-latest-small"}]})
+    suite["defaults"]["dataset"] = {"name": "synthetic"}
+    loaded = load_suite(write_suite(suite))
+    assert [s.spec.dataset.name for s in loaded.scenarios] == ["synthetic", "movielens-latest-small"]
+    assert loaded.scenarios[0].scenario_id != loaded.scenarios[1].scenario_id
+
+
+SUITES = Path(__file__).resolve().parent.parent / "suites"
+
+
+@pytest.mark.parametrize("path", sorted(SUITES.glob("*.yaml")), ids=lambda p: p.name)
+def test_bundled_suites_are_valid(path):
+    loaded = load_suite(path)
+    assert loaded.scenarios
+    assert len({s.scenario_id for s in loaded.scenarios}) == len(loaded.scenarios)
+
+
+def test_bundled_quickstart_suite_is_valid():
+    path = SUITES / "quickstart.yaml"
+    loaded = load_suite(path)
+    assert loaded.name == "quickstart"
+    assert [s.spec.compressor.kind for s in loaded.scenarios] == ["none", "hashing", "hashing", "hashing"]
+    assert [getattr(s.spec.compressor, "ratio", None) for s in loaded.scenarios] == [None, 2, 4, 16]
+    assert len({s.scenario_id for s in loaded.scenarios}) == 4

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -50,9 +50,9 @@ def _invalid(e: UserInputError) -> typer.Exit:
 def run(
     suite: Annotated[Path, typer.Argument(help="suite YAML file")],
     results_dir: Annotated[Path, typer.Option("--results-dir", help="where result files go")] = Path("results"),
-    filter: Annotated[Optional[str], typer.Option("--filter", help="only scenarios whose label or id contains TEXT")] = None,
+    filter: Annotated[str | None, typer.Option("--filter", help="scenarios whose label or id contains TEXT")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="skip (scenario, seed) pairs that already finished")] = False,
-    device: Annotated[Optional[Device], typer.Option("--device", help="run every scenario on this device")] = None,
+    device: Annotated[Device | None, typer.Option("--device", help="run every scenario on this device")] = None,
 ) -> None:
     """Run every scenario of SUITE and print a summary table."""
     from dlrs_bench.config.expand import load_suite

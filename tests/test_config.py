@@ -430,7 +430,8 @@ def test_scenario_id_ignores_explicit_defaults_and_key_order(write_suite):
 def test_scenario_id_changes_with_a_value(write_suite):
     base = ids(write_suite(IMPLICIT, "a.yaml"))
     for old, new in [("ratio: 4", "ratio: 8"), ("num_samples: 2000", "num_samples: 2001"),
-                     ("value: 0.6", "value: 0.61"), ("{kind: hashing, ratio: 4}", "{kind: hashing, ratio: 4, hash: universal}")]:
+                     ("value: 0.6", "value: 0.61"),
+                     ("{kind: hashing, ratio: 4}", "{kind: hashing, ratio: 4, hash: universal}")]:
         assert ids(write_suite(IMPLICIT.replace(old, new), "b.yaml")) != base, (old, new)
 
 

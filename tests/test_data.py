@@ -111,7 +111,8 @@ def test_movielens_genres_bag_of_a_known_movie(movielens):
     assert movies[0][:2] == ["1", "Toy Story (1995)"]
     expected = movies[0][2].split("|")
     assert expected == ["Adventure", "Animation", "Children", "Comedy", "Fantasy"]
-    years = sorted({int(r[1].strip()[-5:-1]) for r in movies if r[1].strip()[-6:-5] == "(" and r[1].strip()[-5:-1].isdigit()})
+    titles = [r[1].strip() for r in movies]
+    years = sorted({int(t[-5:-1]) for t in titles if t[-6:-5] == "(" and t[-5:-1].isdigit()})
     found = 0
     for split in movielens.splits.values():
         movie = split.sparse["movie"].values

@@ -35,7 +35,8 @@ class FullEmbedding(EmbeddingBagCollection):
 
     def table_accounts(self) -> list[TableAccount]:
         return [
-            TableAccount(c.feature_names[0], c.num_embeddings, c.embedding_dim, c.num_embeddings * c.embedding_dim, False)
+            TableAccount(c.feature_names[0], c.num_embeddings, c.embedding_dim,
+                         params=c.num_embeddings * c.embedding_dim, compressed=False)
             for c in self.embedding_bag_configs()
         ]
 

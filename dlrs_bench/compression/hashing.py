@@ -92,7 +92,9 @@ class Hashing:
     Options = HashingOptions
 
     @staticmethod
-    def build(features: list[SparseFeature], dim: int, options: HashingOptions, device: torch.device) -> HashedEmbedding:
+    def build(
+        features: list[SparseFeature], dim: int, options: HashingOptions, device: torch.device
+    ) -> HashedEmbedding:
         buckets = [
             compressed_rows(f.cardinality, options.ratio) if f.cardinality > options.threshold else f.cardinality
             for f in features

@@ -16,11 +16,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from dlrs_bench.config.schema import DatasetOptions
 from dlrs_bench.data.base import CTRDataset, CTRSplit, Jagged, SparseFeature
-from dlrs_bench.data.splits import split_rows
+from dlrs_bench.data.splits import SplitFractions, split_rows
 from dlrs_bench.errors import UserInputError
 
 BUNDLED = Path(__file__).parent / "bundled" / "ml-latest-small"
@@ -32,16 +32,9 @@ class MovieLensOptions(DatasetOptions):
     name: Literal["movielens-latest-small"] = "movielens-latest-small"
     path: str | None = Field(None, description="folder with ratings.csv and movies.csv; default: the bundled copy")
     split: Literal["random", "temporal"] = "random"
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_fractions: SplitFractions = (0.8, 0.1, 0.1)
     split_seed: int = 0
     label_threshold: float = Field(4.0, gt=0.5, le=5.0)
-
-    @field_validator("split_fractions")
-    @classmethod
-    def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        if min(v) <= 0 or abs(sum(v) - 1.0) > 1e-6:
-            raise ValueError(f"split_fractions must be three positive numbers summing to 1, got {list(v)}")
-        return v
 
 
 class MovieLensLatestSmall:

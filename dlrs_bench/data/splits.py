@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Annotated
 
-SPLIT_NAMES = ("train", "val", "test")
+import numpy as np
+from pydantic import AfterValidator
+
+
+def _check_fractions(v: tuple[float, float, float]) -> tuple[float, float, float]:
+    if min(v) <= 0 or abs(sum(v) - 1.0) > 1e-6:
+        raise ValueError(f"split_fractions must be three positive numbers summing to 1, got {list(v)}")
+    return v
+
+
+#: train / val / test fractions of a split, as a suite option.
+SplitFractions = Annotated[tuple[float, float, float], AfterValidator(_check_fractions)]
 
 
 def split_rows(

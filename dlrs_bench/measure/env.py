@@ -6,7 +6,7 @@ import functools
 import platform
 import socket
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ REPO = Path(dlrs_bench.__file__).resolve().parent.parent
 
 def capture() -> dict[str, Any]:
     """Versions, git state, hardware and start time, measured now."""
-    return {**_static(), "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {**_static(), "started_at": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 @functools.cache

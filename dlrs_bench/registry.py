@@ -90,3 +90,33 @@ COMPRESSORS.register(
     "dlrs_bench.compression.hashing:Hashing",
     "Hashing trick: ids hashed (modulo or universal hash) into n/ratio rows per table",
 )
+COMPRESSORS.register(
+    "qr",
+    "dlrs_bench.compression.qr:QR",
+    "Quotient-remainder (Shi et al. KDD'20): k-level mixed-radix digits, fusion mult/add/concat",
+)
+COMPRESSORS.register(
+    "memcom",
+    "dlrs_bench.compression.memcom:MEmCom",
+    "MEmCom (Pansare et al. MLSys'22): shared table U[x mod m] times a learned scalar per id",
+)
+COMPRESSORS.register(
+    "bch",
+    "dlrs_bench.compression.bch:BCH",
+    "Binary code hashing (Yan et al. CIKM'21): id bits in blocks, one table per block, sum or concat",
+)
+COMPRESSORS.register(
+    "robe",
+    "dlrs_bench.compression.robe:ROBE",
+    "ROBE-Z (Desai et al.): one shared 1-D array, chunked universal hashing; dense or sparse gradient",
+)
+COMPRESSORS.register(
+    "tt",
+    "dlrs_bench.compression.tt:TT",
+    "TT-Rec (Yin et al. MLSys'21): three tensor-train cores per table, rank chosen by the ratio",
+)
+COMPRESSORS.register(
+    "md",
+    "dlrs_bench.compression.md:MD",
+    "Mixed dimension (Ginart et al.): d_t ∝ n_t^-alpha in powers of two, projected back to d",
+)

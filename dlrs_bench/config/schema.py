@@ -50,6 +50,9 @@ class CompressorOptions(StrictModel):
     )
     pooling: Literal["sum", "mean"] = Field("sum", description="how the ids of one bag are pooled")
 
+    def check_dim(self, dim: int) -> None:
+        """Raise ``ValueError`` when the method cannot work at embedding dimension ``dim``."""
+
 
 class TrainSpec(StrictModel):
     """How to train: optimizer, batch size, evaluation cadence and budgets."""
@@ -167,9 +170,14 @@ def validate_scenario(raw: dict[str, Any]) -> tuple[Scenario | None, list[tuple[
     if errors:
         return None, errors
     try:
-        return Scenario.model_validate(values), []
+        scenario = Scenario.model_validate(values)
     except ValidationError as e:
         return None, [(tuple(err["loc"]), _message(err)) for err in e.errors()]
+    try:
+        scenario.compressor.check_dim(scenario.model.embedding_dim)
+    except ValueError as e:
+        return None, [(("compressor",), str(e))]
+    return scenario, []
 
 
 def _message(err: Any) -> str:

@@ -23,17 +23,12 @@ from dlrs_bench.compression.base import account, build_embeddings
 from dlrs_bench.config.schema import Scenario
 from dlrs_bench.data.base import CTRDataset, CTRSplit
 from dlrs_bench.data.batching import iter_batches
+from dlrs_bench.engine.optim import build_optimizer
 from dlrs_bench.measure.memory import MemorySampler
 from dlrs_bench.measure.metrics import all_metrics
 from dlrs_bench.measure.mllog import EventLog
 from dlrs_bench.measure.timer import StepTimer
 from dlrs_bench.models.base import build_model, count
-
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adagrad": torch.optim.Adagrad,
-    "sgd": torch.optim.SGD,
-}
 
 #: Called after every step with (step, max_steps, latest evaluation or None).
 ProgressFn = Callable[[int, int, dict[str, float] | None], None]
@@ -93,7 +88,7 @@ def train(
         log.start("init_start")
         seed_everything(seed)
         model = build(spec, dataset, device)
-        optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr)
+        optimizer = build_optimizer(model, cfg.optimizer, cfg.lr)
         loss_fn = nn.BCEWithLogitsLoss()
         embedding = account(model.embeddings, getattr(spec.compressor, "ratio", None))
         counts = count(model)

@@ -1,0 +1,85 @@
+"""``bch``: binary code based hashing (Yan et al. CIKM'21).
+
+Id x < n is written with L = ceil(log2 n) bits; the bits are cut into blocks of at most t bits,
+either consecutive (``blocks: succession``) or strided (``blocks: skip``: block b takes bits
+b, b + B, b + 2B, ...). Each block's value indexes its own table of 2^len rows; the block
+vectors are summed (``fusion: sum``) or concatenated (``concat``, each d / B wide). Distinct ids
+have distinct codes. Params sum_b 2^len_b d (d / B per block for concat). The ratio chooses t.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from dlrs_bench.compression.base import closest_config
+from dlrs_bench.compression.pooled import PerTableEmbedding, per_table, uniform
+from dlrs_bench.config.schema import CompressorOptions
+from dlrs_bench.data.base import SparseFeature
+
+
+class BCHOptions(CompressorOptions):
+    kind: Literal["bch"] = "bch"
+    ratio: float = Field(gt=1.0, description="requested ratio per compressed table")
+    blocks: Literal["succession", "skip"] = "succession"
+    fusion: Literal["sum", "concat"] = "sum"
+
+
+def bch_blocks(bits: int, block_bits: int, mode: str) -> list[list[int]]:
+    """The bit positions of each block for ``bits``-bit codes cut into blocks of ≤ ``block_bits``."""
+    count = math.ceil(bits / block_bits)
+    if mode == "succession":
+        return [list(range(b * block_bits, min(bits, (b + 1) * block_bits))) for b in range(count)]
+    return [list(range(b, bits, count)) for b in range(count)]
+
+
+def bch_plan(n: int, dim: int, options: BCHOptions, where: str) -> list[list[int]]:
+    bits = max(1, math.ceil(math.log2(n)))
+    candidates = []
+    for t in range(1, bits + 1):
+        blocks = bch_blocks(bits, t, options.blocks)
+        if options.fusion == "concat" and dim % len(blocks):
+            continue
+        width = dim // len(blocks) if options.fusion == "concat" else dim
+        candidates.append((sum(2 ** len(b) for b in blocks) * width, blocks))
+    return closest_config(candidates, n * dim, options.ratio, where)
+
+
+class BCHEncoder(nn.Module):
+    """BCH vectors of one table's ids (int64 ``[nnz]`` → ``[nnz, d]``)."""
+
+    def __init__(self, n: int, dim: int, blocks: list[list[int]], fusion: str, device: torch.device) -> None:
+        super().__init__()
+        width = dim // len(blocks) if fusion == "concat" else dim
+        self.tables = nn.ParameterList(
+            nn.Parameter(uniform((2 ** len(b), width), math.sqrt(1 / n), device)) for b in blocks
+        )
+        for i, b in enumerate(blocks):  # shifts[i][j]: where bit j of block i sits in the id
+            self.register_buffer(f"shifts{i}", torch.tensor(b, dtype=torch.int64, device=device))
+        self.concat = fusion == "concat"
+        self.detail = {"blocks": [len(b) for b in blocks], "rows": [2 ** len(b) for b in blocks], "fusion": fusion}
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for i, table in enumerate(self.tables):
+            shifts = getattr(self, f"shifts{i}")
+            bits = (ids.unsqueeze(1) >> shifts) & 1
+            code = (bits << torch.arange(len(shifts), device=ids.device)).sum(1)
+            parts.append(table[code])
+        return torch.cat(parts, dim=1) if self.concat else sum(parts[1:], start=parts[0])
+
+
+class BCH:
+    Options = BCHOptions
+
+    @staticmethod
+    def build(features: list[SparseFeature], dim: int, options: BCHOptions, device: torch.device) -> PerTableEmbedding:
+        def encoder(f: SparseFeature) -> BCHEncoder:
+            blocks = bch_plan(f.cardinality, dim, options, f"bch on table {f.name} ({f.cardinality:,} rows)")
+            return BCHEncoder(f.cardinality, dim, blocks, options.fusion, device)
+
+        return per_table(features, dim, options, device, encoder)

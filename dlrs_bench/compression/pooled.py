@@ -1,0 +1,107 @@
+"""A base for compressors that compute one vector per id and pool bags themselves.
+
+Subclasses implement :meth:`PooledEmbedding.embed` (ids of all tables → ``[nnz, d]``); this
+class handles the KJT, sum / mean pooling and the KeyedTensor output, so every method
+pools exactly like TorchRec's EmbeddingBagCollection. :class:`PerTableEmbedding` is the
+common case of one encoder module per table (compressed, or a full table under the
+``threshold``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+
+from dlrs_bench.compression.base import TableAccount, check_keys
+from dlrs_bench.data.base import SparseFeature
+
+
+class PooledEmbedding(nn.Module):
+    """KJT with F keys in, KeyedTensor ``[B, F * d]`` out; bags pooled by ``pooling``.
+
+    Args:
+        features: the full tables' features, in KJT key order.
+        dim: embedding dimension d.
+        pooling: ``"sum"`` or ``"mean"`` (an empty bag pools to zeros).
+    """
+
+    def __init__(self, features: list[SparseFeature], dim: int, pooling: str) -> None:
+        super().__init__()
+        self.features = features
+        self.keys = [f.name for f in features]
+        self.dim = dim
+        self.mean = pooling == "mean"
+
+    def embed(self, values: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        """Per-id vectors ``[nnz, d]`` of ``values`` (int64 ``[nnz]``, table t's ids in the
+        ``sizes[t]`` consecutive entries after those of tables < t)."""
+        raise NotImplementedError
+
+    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        check_keys(features, self.keys)
+        lengths = features.lengths().to(torch.int64)
+        num_tables = len(self.keys)
+        batch = lengths.numel() // num_tables
+        sizes = lengths.view(num_tables, batch).sum(1).tolist()
+        vectors = self.embed(features.values(), sizes)
+        bags = torch.repeat_interleave(torch.arange(num_tables * batch, device=lengths.device), lengths)
+        pooled = torch.zeros(num_tables * batch, self.dim, device=vectors.device, dtype=vectors.dtype)
+        pooled = pooled.index_add(0, bags, vectors)
+        if self.mean:
+            pooled = pooled / lengths.clamp(min=1).unsqueeze(1).to(pooled.dtype)
+        out = pooled.view(num_tables, batch, self.dim).transpose(0, 1).reshape(batch, num_tables * self.dim)
+        return KeyedTensor(keys=self.keys, length_per_key=[self.dim] * num_tables, values=out)
+
+
+class FullTable(nn.Module):
+    """An uncompressed table (n x d), initialised like TorchRec: U(±sqrt(1 / n))."""
+
+    def __init__(self, rows: int, dim: int, device: torch.device) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(uniform((rows, dim), math.sqrt(1 / rows), device))
+        self.detail: dict[str, Any] = {}
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.weight[ids]
+
+
+class PerTableEmbedding(PooledEmbedding):
+    """One encoder per table (``encoder(ids [nnz]) -> [nnz, d]``); accounting from the encoders.
+
+    An encoder may carry a ``detail`` dict (its method parameters) for the per-table breakdown.
+    """
+
+    def __init__(self, features: list[SparseFeature], dim: int, pooling: str, encoders: list[nn.Module]) -> None:
+        super().__init__(features, dim, pooling)
+        self.encoders = nn.ModuleList(encoders)
+
+    def embed(self, values: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        parts = torch.split(values, sizes)
+        return torch.cat([encoder(ids) for encoder, ids in zip(self.encoders, parts)])
+
+    def table_accounts(self) -> list[TableAccount]:
+        return [
+            TableAccount(f.name, f.cardinality, self.dim, sum(p.numel() for p in e.parameters()),
+                         compressed=not isinstance(e, FullTable), detail=dict(e.detail))
+            for f, e in zip(self.features, self.encoders)
+        ]
+
+
+def uniform(shape: tuple[int, ...], bound: float, device: torch.device) -> torch.Tensor:
+    """A tensor of ``shape`` drawn from U(-bound, bound) with the global torch RNG."""
+    return torch.empty(shape, device=device).uniform_(-bound, bound)
+
+
+def per_table(
+    features: list[SparseFeature], dim: int, options: Any, device: torch.device, make_encoder: Any
+) -> PerTableEmbedding:
+    """Encoders for every table: ``make_encoder(feature)`` above the threshold, full tables below."""
+    encoders = [
+        make_encoder(f) if f.cardinality > options.threshold else FullTable(f.cardinality, dim, device)
+        for f in features
+    ]
+    return PerTableEmbedding(features, dim, options.pooling, encoders)

@@ -55,7 +55,7 @@ class LiveDisplay:
 def summary_table(results: list[ResultFile], title: str) -> Table:
     """One row per result: quality, time to target, speed, memory, compression."""
     table = Table(title=title)
-    for column in ("scenario", "id", "seed", "status", "AUC", "NE", "time→target s", "epochs→target",
+    for column in ("scenario", "id", "seed", "status", "AUC", "best AUC", "NE", "time→target s", "epochs→target",
                    "iter p50 ms", "samples/s", "peak mem MiB", "ratio"):
         table.add_column(column, justify="left" if column in ("scenario", "id", "status") else "right")
     for r in results:
@@ -67,6 +67,7 @@ def summary_table(results: list[ResultFile], title: str) -> Table:
             str(extra.get("label", r.scenario_id)), r.scenario_id, str(r.seed),
             f"[{STATUS_STYLE[r.status]}]{r.status}[/]",
             _fmt(r.metrics.auc if r.metrics else None, ".4f"),
+            _fmt(r.best_metrics.auc if r.best_metrics else None, ".4f"),
             _fmt(r.metrics.ne if r.metrics else None, ".4f"),
             _fmt(r.target.time_to_target_s if r.target else None, ".1f"),
             _fmt(r.target.epochs_to_target if r.target else None, ".2f"),

@@ -55,7 +55,9 @@ class EmbeddingAccount:
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        out["per_table"] = [{**asdict(t), "ratio": t.uncompressed_params / t.params} for t in self.per_table]
+        out["per_table"] = [
+            {**asdict(t), "ratio": t.uncompressed_params / t.params if t.params else None} for t in self.per_table
+        ]
         return out
 
 

@@ -66,6 +66,9 @@ class TrainSpec(StrictModel):
     eval_every: PositiveFloat = Field(0.5, description="evaluation cadence in epochs")
     eval_split: Literal["val", "test"] = "val"
     warmup_iters: NonNegativeInt = Field(10, description="first iterations excluded from latency statistics")
+    stop_at_target: bool = Field(
+        True, description="stop at the first evaluation that reaches the target (MLPerf); false: train the whole budget"
+    )
 
 
 class TargetSpec(StrictModel):

@@ -100,6 +100,7 @@ def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: Progres
         "status": "failed",
         "error": None,
         "metrics": None,
+        "best_metrics": None,
         "target": None,
         "timing": None,
         "memory": None,
@@ -123,6 +124,7 @@ def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: Progres
     result.update(
         status="reached" if outcome.target["reached"] else "not_reached",
         metrics=outcome.metrics,
+        best_metrics=outcome.best_metrics,
         target=outcome.target,
         timing=timing,
         memory=outcome.memory,

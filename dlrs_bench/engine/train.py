@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dlrs_bench.compression.base import account, build_embeddings
-from dlrs_bench.config.schema import Scenario
+from dlrs_bench.config.schema import Scenario, TargetSpec
 from dlrs_bench.data.base import CTRDataset, CTRSplit
 from dlrs_bench.data.batching import iter_batches
 from dlrs_bench.engine.optim import build_optimizer
@@ -39,6 +39,7 @@ class TrainOutcome:
     """What one training run measured; the runner turns it into a result file."""
 
     metrics: dict[str, float]
+    best_metrics: dict[str, float]
     target: dict[str, Any]
     timing: dict[str, Any]
     memory: dict[str, Any]
@@ -68,6 +69,13 @@ def evaluate(model: nn.Module, split: CTRSplit, keys: list[str], batch_size: int
               for b in (b.to(device) for b in iter_batches(split, batch_size, keys))]
     model.train()
     return all_metrics(torch.cat(logits), split.labels, train_ctr)
+
+
+def best_evaluation(curve: list[dict[str, Any]], target: TargetSpec) -> dict[str, Any]:
+    """The evaluation with the best target metric (the first of equals), with its epoch."""
+    sign = 1 if target.higher_is_better else -1
+    best = max(curve, key=lambda point: sign * point[target.metric])
+    return {k: best[k] for k in ("auc", "logloss", "ne", "epoch", "samples")}
 
 
 def train(
@@ -151,7 +159,7 @@ def train(
                 if evaluated:
                     last = run_eval()
                 over_time = cfg.max_time_s is not None and time.perf_counter() - run_start >= cfg.max_time_s
-                stop = reached_at is not None or step >= max_steps or over_time
+                stop = (reached_at is not None and cfg.stop_at_target) or step >= max_steps or over_time
                 if over_time and not evaluated:
                     last = run_eval()
                 if progress:
@@ -167,6 +175,7 @@ def train(
     train_time = wall - eval_time
     return TrainOutcome(
         metrics=last,
+        best_metrics=best_evaluation(curve, spec.target),
         target={"metric": spec.target.metric, "value": spec.target.value, "reached": reached_at is not None,
                 "time_to_target_s": None, "epochs_to_target": None, "samples_to_target": None,
                 **(reached_at or {})},

@@ -28,6 +28,11 @@ class Metrics(_Section):
     ne: float | None
 
 
+class BestMetrics(Metrics):
+    epoch: float
+    samples: int
+
+
 class TargetResult(_Section):
     metric: str
     value: float
@@ -108,6 +113,7 @@ class ResultFile(_Section):
     status: Literal["reached", "not_reached", "failed"]
     error: ErrorInfo | None
     metrics: Metrics | None
+    best_metrics: BestMetrics | None = None  # the evaluation with the best target metric
     target: TargetResult | None
     timing: Timing | None
     memory: Memory | None

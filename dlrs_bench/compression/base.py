@@ -80,6 +80,7 @@ def build_embeddings(
     features: list[SparseFeature], dim: int, options: CompressorOptions, device: torch.device
 ) -> nn.Module:
     """The embedding module of ``options.kind`` over ``features``, each of dimension ``dim``."""
+    options.check_dim(dim)
     return COMPRESSORS.get(options.kind).build(features, dim, options, device)
 
 

@@ -84,11 +84,12 @@ class PerTableEmbedding(PooledEmbedding):
         return torch.cat([encoder(ids) for encoder, ids in zip(self.encoders, parts)])
 
     def table_accounts(self) -> list[TableAccount]:
-        return [
-            TableAccount(f.name, f.cardinality, self.dim, sum(p.numel() for p in e.parameters()),
-                         compressed=not isinstance(e, FullTable), detail=dict(e.detail))
-            for f, e in zip(self.features, self.encoders)
-        ]
+        accounts = []
+        for f, e in zip(self.features, self.encoders):
+            params = sum(p.numel() for p in e.parameters())
+            compressed = not isinstance(e, FullTable) and params < f.cardinality * self.dim
+            accounts.append(TableAccount(f.name, f.cardinality, self.dim, params, compressed, dict(e.detail)))
+        return accounts
 
 
 def uniform(shape: tuple[int, ...], bound: float, device: torch.device) -> torch.Tensor:

@@ -118,7 +118,11 @@ def test_console_script_validate_bad_file(tmp_path):
 
 @pytest.mark.parametrize(
     "what, names",
-    [("datasets", ["movielens-latest-small", "synthetic"]), ("models", ["dlrm"]), ("compressors", ["none", "hashing", "qr", "memcom", "bch", "robe", "tt", "md"])],
+    [
+        ("datasets", ["movielens-latest-small", "synthetic"]),
+        ("models", ["dlrm"]),
+        ("compressors", ["none", "hashing", "qr", "memcom", "bch", "robe", "tt", "md"]),
+    ],
 )
 def test_ls_lists_registered_names_with_help(what, names):
     result = invoke("ls", what)

@@ -114,7 +114,7 @@ def test_universal_hash_coefficients_are_buffers_not_parameters():
     module = build(HashingOptions(ratio=4, hash="universal"))
     names = {n for n, _ in module.named_parameters()}
     assert not any(n.split(".")[-1] in ("a", "b", "buckets") for n in names)
-    assert {"a", "b", "buckets"} <= {n for n, _ in module.named_buffers()}
+    assert {"hasher.a", "hasher.b", "hasher.buckets"} <= {n for n, _ in module.named_buffers()}
     account(module)  # does not raise: the parameters held equal the ones reported
 
 
@@ -186,7 +186,7 @@ def test_universal_hashing_is_deterministic_per_seed_and_differs_across_seeds():
 
 def test_universal_hashing_formula():
     module = build(HashingOptions(ratio=4, hash="universal", hash_seed=3))
-    a, b = int(module.a[0]), int(module.b[0])
+    a, b = int(module.hasher.a[0]), int(module.hasher.b[0])
     assert 1 <= a < MERSENNE_31 and 0 <= b < MERSENNE_31
     set_row_index_weights(module, "a")
     ids = list(range(100))

@@ -30,44 +30,33 @@ class HashingOptions(CompressorOptions):
     hash_seed: int = 0
 
 
-class HashedEmbedding(nn.Module):
-    """Hashes each feature's ids into its reduced table, then pools with an EmbeddingBagCollection.
+class IdHasher(nn.Module):
+    """Maps each feature's ids into ``buckets[t]`` rows: x mod m, or ((a x + b) mod P) mod m.
 
     Args:
-        features: the full tables' features (names and cardinalities n_t).
-        buckets: rows m_t of each hashed table.
-        dim: embedding dimension d.
+        keys: KJT keys, in order.
+        buckets: rows m_t of each target table.
         universal: universal hashing instead of modulo.
-        hash_seed: seed of the universal hash coefficients.
-        pooling: "sum" or "mean" over each bag.
+        hash_seed: seed of the universal hash coefficients a_t, b_t.
+        identity: tables whose ids pass through unchanged (x < m_t already).
     """
 
-    def __init__(
-        self,
-        features: list[SparseFeature],
-        buckets: list[int],
-        dim: int,
-        universal: bool,
-        hash_seed: int,
-        pooling: str,
-        device: torch.device,
-    ) -> None:
+    def __init__(self, keys: list[str], buckets: list[int], universal: bool, hash_seed: int,
+                 identity: list[bool], device: torch.device) -> None:
         super().__init__()
-        self.features = features
-        self.keys = [f.name for f in features]
-        self.ebc = EmbeddingBagCollection(tables=table_configs(features, buckets, dim, pooling), device=device)
+        self.keys = keys
         g = torch.Generator().manual_seed(hash_seed)
-        a = torch.randint(1, MERSENNE_31, (len(features),), generator=g)
-        b = torch.randint(0, MERSENNE_31, (len(features),), generator=g)
-        full = torch.tensor([m >= f.cardinality for f, m in zip(features, buckets)])
-        a[full], b[full] = 1, 0  # tables left full keep the identity map x -> x
+        a = torch.randint(1, MERSENNE_31, (len(keys),), generator=g)
+        b = torch.randint(0, MERSENNE_31, (len(keys),), generator=g)
+        keep = torch.tensor(identity, dtype=torch.bool)
+        a[keep], b[keep] = 1, 0
         self.universal = universal
         self.register_buffer("buckets", torch.tensor(buckets, dtype=torch.int64, device=device))
-        self.register_buffer("a", a.to(torch.int64).to(device))
-        self.register_buffer("b", b.to(torch.int64).to(device))
+        self.register_buffer("a", a.to(device))
+        self.register_buffer("b", b.to(device))
 
-    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
-        """Pooled embeddings ``[B, F * d]`` keyed like the full collection."""
+    def forward(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:
+        """The same KJT with every id replaced by its row in the target table."""
         check_keys(features, self.keys)
         ids = features.values()
         table = torch.repeat_interleave(
@@ -75,10 +64,32 @@ class HashedEmbedding(nn.Module):
         )
         if self.universal:
             ids = (self.a[table] * ids + self.b[table]) % MERSENNE_31
-        hashed = KeyedJaggedTensor(
-            keys=self.keys, values=ids % self.buckets[table], lengths=features.lengths()
-        )
-        return self.ebc(hashed)
+        return KeyedJaggedTensor(keys=self.keys, values=ids % self.buckets[table], lengths=features.lengths())
+
+
+class HashedEmbedding(nn.Module):
+    """Hashes each feature's ids into its reduced table, then pools with an EmbeddingBagCollection.
+
+    Args:
+        features: the full tables' features (names and cardinalities n_t).
+        buckets: rows m_t of each hashed table (tables with m_t >= n_t keep x -> x).
+        dim: embedding dimension d.
+        universal: universal hashing instead of modulo.
+        hash_seed: seed of the universal hash coefficients.
+        pooling: "sum" or "mean" over each bag.
+    """
+
+    def __init__(self, features: list[SparseFeature], buckets: list[int], dim: int, universal: bool,
+                 hash_seed: int, pooling: str, device: torch.device) -> None:
+        super().__init__()
+        self.features = features
+        full = [m >= f.cardinality for f, m in zip(features, buckets)]
+        self.hasher = IdHasher([f.name for f in features], buckets, universal, hash_seed, full, device)
+        self.ebc = EmbeddingBagCollection(tables=table_configs(features, buckets, dim, pooling), device=device)
+
+    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        """Pooled embeddings ``[B, F * d]`` keyed like the full collection."""
+        return self.ebc(self.hasher(features))
 
     def table_accounts(self) -> list[TableAccount]:
         return [

@@ -34,11 +34,39 @@ class DatasetOptions(StrictModel):
     name: str
 
 
+class ScaleSpec(StrictModel):
+    """Scaling schemes of the DLRM scaling-law study (seed 003), as multipliers of the base model.
+
+    ``rows`` (V) sizes every table at ``rows`` x its vocabulary and hashes ids into it (universal
+    hash, so collisions fall as it grows; unset = one row per id, no hashing); ``dim`` (H)
+    multiplies the embedding dimension; ``over_arch`` (O) the widths of the top MLP; ``mlp`` (M)
+    the widths of every MLP. Output layers (the logit) are never scaled.
+    """
+
+    rows: PositiveFloat | None = None
+    dim: PositiveFloat = 1.0
+    over_arch: PositiveFloat = 1.0
+    mlp: PositiveFloat = 1.0
+
+
 class ModelOptions(StrictModel):
     """Options common to every model plugin; plugins subclass it."""
 
     name: str
-    embedding_dim: PositiveInt = Field(16, description="embedding dimension d of every table")
+    embedding_dim: PositiveInt = Field(16, description="embedding dimension d of every table (before scale.dim)")
+    scale: ScaleSpec = ScaleSpec()
+
+    @property
+    def dim(self) -> int:
+        """The embedding dimension after ``scale.dim``."""
+        return max(1, round(self.embedding_dim * self.scale.dim))
+
+    def widths(self, layers: list[int], over_arch: bool = False) -> list[int]:
+        """MLP ``layers`` after ``scale.mlp`` (and ``scale.over_arch`` for the top MLP); a final
+        width of 1 (a logit) is kept as is."""
+        factor = self.scale.mlp * (self.scale.over_arch if over_arch else 1.0)
+        scaled = [max(1, round(w * factor)) for w in layers]
+        return scaled[:-1] + [1] if layers and layers[-1] == 1 else scaled
 
 
 class CompressorOptions(StrictModel):
@@ -177,7 +205,7 @@ def validate_scenario(raw: dict[str, Any]) -> tuple[Scenario | None, list[tuple[
     except ValidationError as e:
         return None, [(tuple(err["loc"]), _message(err)) for err in e.errors()]
     try:
-        scenario.compressor.check_dim(scenario.model.embedding_dim)
+        scenario.compressor.check_dim(scenario.model.dim)
     except ValueError as e:
         return None, [(("compressor",), str(e))]
     return scenario, []

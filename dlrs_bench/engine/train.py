@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from dlrs_bench.compression.base import account, build_embeddings
+from dlrs_bench.compression.rows import RowScaledEmbedding, scaled_features
 from dlrs_bench.config.schema import Scenario, TargetSpec
 from dlrs_bench.data.base import CTRDataset, CTRSplit
 from dlrs_bench.data.batching import iter_batches
@@ -56,7 +57,11 @@ def seed_everything(seed: int) -> None:
 
 def build(spec: Scenario, dataset: CTRDataset, device: torch.device) -> nn.Module:
     """The scenario's model with its (compressed) embeddings, on ``device``."""
-    embeddings = build_embeddings(dataset.features, spec.model.embedding_dim, spec.compressor, device)
+    rows = spec.model.scale.rows
+    tables = scaled_features(dataset.features, rows) if rows else dataset.features
+    embeddings = build_embeddings(tables, spec.model.dim, spec.compressor, device)
+    if rows:
+        embeddings = RowScaledEmbedding(embeddings, tables, device)
     return build_model(spec.model, dataset.num_dense, dataset.features, embeddings).to(device)
 
 

@@ -17,6 +17,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from dlrs_bench.config.schema import ModelOptions
 from dlrs_bench.data.base import SparseFeature
 from dlrs_bench.models.base import linear_flops
+from dlrs_bench.models.layers import fields
 
 
 class DLRMOptions(ModelOptions):
@@ -34,6 +35,13 @@ class DLRMOptions(ModelOptions):
             raise ValueError(f"top_mlp must end in 1 (the logit), got {self.top_mlp}")
         return self
 
+    def bottom(self) -> list[int]:
+        """Bottom MLP widths after scaling: hidden layers by ``scale.mlp``, the last = scaled d."""
+        return self.widths(self.bottom_mlp[:-1]) + [self.dim]
+
+    def top(self) -> list[int]:
+        return self.widths(self.top_mlp, over_arch=True)
+
 
 class DLRM(nn.Module):
     """DLRM over ``embeddings`` (KJT -> KeyedTensor of F blocks of size d).
@@ -42,33 +50,32 @@ class DLRM(nn.Module):
         num_dense: dense input features.
         num_sparse: F, sparse features.
         embeddings: the embedding module (full or compressed).
-        options: layer sizes.
+        options: layer sizes and scaling.
     """
 
     def __init__(self, num_dense: int, num_sparse: int, embeddings: nn.Module, options: DLRMOptions) -> None:
         super().__init__()
         if num_dense < 1:
             raise ValueError("DLRM needs at least one dense feature for its bottom MLP")
-        d = options.embedding_dim
-        self.num_dense, self.num_sparse, self.options = num_dense, num_sparse, options
+        self.num_dense, self.num_sparse, self.d = num_dense, num_sparse, options.dim
+        self.bottom, self.top = options.bottom(), options.top()
         self.embeddings = embeddings
-        self.dense_arch = DenseArch(num_dense, options.bottom_mlp)
+        self.dense_arch = DenseArch(num_dense, self.bottom)
         self.interaction = InteractionArch(num_sparse)
-        self.over_arch = OverArch(d + (num_sparse + 1) * num_sparse // 2, options.top_mlp)
+        self.over_arch = OverArch(self.d + (num_sparse + 1) * num_sparse // 2, self.top)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         """Logits ``[B]`` for dense ``[B, num_dense]`` and sparse KJT with F keys."""
         embedded_dense = self.dense_arch(dense)
-        pooled = self.embeddings(sparse).values().reshape(-1, self.num_sparse, self.options.embedding_dim)
+        pooled = fields(self.embeddings(sparse), self.num_sparse, self.d)
         return self.over_arch(self.interaction(embedded_dense, pooled)).squeeze(-1)
 
     def flops_per_sample(self) -> int:
-        d, f = self.options.embedding_dim, self.num_sparse
-        interaction_in = d + (f + 1) * f // 2
+        d, f = self.d, self.num_sparse
         return (
-            linear_flops([self.num_dense, *self.options.bottom_mlp])
+            linear_flops([self.num_dense, *self.bottom])
             + 2 * (f + 1) * (f + 1) * d  # the (F+1) x (F+1) batched Gram matrix TorchRec computes
-            + linear_flops([interaction_in, *self.options.top_mlp])
+            + linear_flops([d + (f + 1) * f // 2, *self.top])
         )
 
 

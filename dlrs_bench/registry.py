@@ -80,6 +80,36 @@ MODELS.register(
     "dlrs_bench.models.dlrm:DLRMBuilder",
     "DLRM (Naumov et al. 2019): bottom MLP, pairwise dot interactions, top MLP (TorchRec arches)",
 )
+MODELS.register(
+    "dcnv2",
+    "dlrs_bench.models.dcnv2:DCNv2Builder",
+    "DCN-v2 (Wang et al. 2021): full or low-rank cross layers, then the top MLP (as TorchRec DLRM_DCN)",
+)
+MODELS.register(
+    "wukong",
+    "dlrs_bench.models.wukong:WukongBuilder",
+    "Wukong (Zhang et al. ICML'24): stacked FMB (optimized FM, rank k) + LCB layers; n_F, n_L, k, layers",
+)
+MODELS.register(
+    "deepfm",
+    "dlrs_bench.models.deepfm:DeepFMBuilder",
+    "DeepFM (Guo et al. 2017): first order + FM + DNN over the fields",
+)
+MODELS.register(
+    "autoint",
+    "dlrs_bench.models.autoint:AutoIntBuilder",
+    "AutoInt (Song et al. 2019): multi-head self-attention over fields; AutoInt+ with a DNN",
+)
+MODELS.register(
+    "xdeepfm",
+    "dlrs_bench.models.xdeepfm:XDeepFMBuilder",
+    "xDeepFM (Lian et al. 2018): linear + compressed interaction network (CIN) + DNN",
+)
+MODELS.register(
+    "fibinet",
+    "dlrs_bench.models.fibinet:FiBiNETBuilder",
+    "FiBiNET (Huang et al. 2019): SENET field weights + bilinear interactions + DNN",
+)
 COMPRESSORS.register(
     "none",
     "dlrs_bench.compression.full:Full",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import torch
+from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 from torchrec.modules.mlp import MLP
 from torchrec.sparse.jagged_tensor import KeyedTensor
 
+from dlrs_bench.config.schema import ModelOptions
 from dlrs_bench.models.base import linear_flops
 
 
@@ -44,3 +46,50 @@ def hidden(layers: list[int]) -> list[int]:
 def fields(pooled: KeyedTensor, num_fields: int, dim: int) -> torch.Tensor:
     """The pooled embeddings of a KeyedTensor as ``[B, num_fields, dim]``."""
     return pooled.values().reshape(-1, num_fields, dim)
+
+
+class WithBottomMLP(ModelOptions):
+    """Options of models that map the dense features to one extra field of size d (DLRM's bottom MLP)."""
+
+    bottom_mlp: list[PositiveInt] = Field(default_factory=lambda: [64, 16], min_length=1)
+
+    @model_validator(mode="after")
+    def _bottom_ends_in_dim(self) -> WithBottomMLP:
+        if self.bottom_mlp[-1] != self.embedding_dim:
+            raise ValueError(f"bottom_mlp must end in embedding_dim ({self.embedding_dim}), got {self.bottom_mlp}")
+        return self
+
+    def bottom(self) -> list[int]:
+        """Bottom MLP widths after scaling: hidden layers by ``scale.mlp``, the last = scaled d."""
+        return self.widths(self.bottom_mlp[:-1]) + [self.dim]
+
+
+def logit_mlp(layers: list[int]) -> list[int]:
+    """Validator helper: an MLP spec that must end in the logit."""
+    if layers[-1] != 1:
+        raise ValueError(f"must end in 1 (the logit), got {layers}")
+    return layers
+
+
+class FieldInputs(nn.Module):
+    """Dense features and pooled embeddings as fields ``[B, F + 1, d]`` (dense field first).
+
+    Args:
+        num_dense: dense input features (mapped by the bottom MLP to one d-vector).
+        num_sparse: F.
+        bottom: bottom MLP widths, ending in d.
+    """
+
+    def __init__(self, num_dense: int, num_sparse: int, bottom: list[int]) -> None:
+        super().__init__()
+        if num_dense < 1:
+            raise ValueError("this model needs at least one dense feature for its bottom MLP")
+        self.num_dense, self.num_sparse, self.d, self.bottom = num_dense, num_sparse, bottom[-1], bottom
+        self.dense_arch = MLP(num_dense, bottom, activation="relu")
+
+    def forward(self, dense: torch.Tensor, pooled: KeyedTensor) -> torch.Tensor:
+        """``dense`` ``[B, num_dense]`` and F pooled embeddings → ``[B, F + 1, d]``."""
+        return torch.cat([self.dense_arch(dense).unsqueeze(1), fields(pooled, self.num_sparse, self.d)], dim=1)
+
+    def flops(self) -> int:
+        return linear_flops([self.num_dense, *self.bottom])

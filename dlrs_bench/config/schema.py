@@ -62,11 +62,11 @@ class ModelOptions(StrictModel):
         return max(1, round(self.embedding_dim * self.scale.dim))
 
     def widths(self, layers: list[int], over_arch: bool = False) -> list[int]:
-        """MLP ``layers`` after ``scale.mlp`` (and ``scale.over_arch`` for the top MLP); a final
-        width of 1 (a logit) is kept as is."""
+        """MLP ``layers`` after ``scale.mlp``; with ``over_arch`` (the top MLP, which ends in the
+        logit) also after ``scale.over_arch``, its final width 1 kept as is."""
         factor = self.scale.mlp * (self.scale.over_arch if over_arch else 1.0)
         scaled = [max(1, round(w * factor)) for w in layers]
-        return scaled[:-1] + [1] if layers and layers[-1] == 1 else scaled
+        return scaled[:-1] + [1] if over_arch and layers and layers[-1] == 1 else scaled
 
 
 class CompressorOptions(StrictModel):

@@ -116,7 +116,7 @@ def _expand(suite: SuiteFile):
         for (axis, values), i in zip(axes, combo):
             target = tuple(axis.split("."))
             _apply(merged, origins, target, values[i], ("matrix", axis, i))
-            labels.append(_label(target, values[i]))
+            labels.append(_label(target, values[i], values))
         yield merged, origins, " ".join(labels), ("matrix", axes[0][0], combo[0])
     for i, entry in enumerate(suite.scenarios):
         merged, origins = copy.deepcopy(base), dict(base_origins)
@@ -171,10 +171,30 @@ def _dotted(loc: Loc) -> str:
     return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(top)"
 
 
-def _label(at: Loc, value: Any) -> str:
-    """A compact label for one matrix choice: ``hashing(ratio=4)`` or ``embedding_dim=8``."""
-    if isinstance(value, dict):
-        head = next((str(value[k]) for k in ("kind", "name") if k in value), "")
-        rest = ",".join(f"{k}={v}" for k, v in value.items() if k not in ("kind", "name"))
-        return f"{head}({rest})" if head and rest else head or f"{at[-1]}({rest})"
-    return f"{at[-1]}={value}"
+def _label(at: Loc, value: Any, alternatives: list[Any] | None = None) -> str:
+    """A compact label for one matrix choice: ``hashing(ratio=4)`` or ``embedding_dim=8``.
+
+    For a mapping, keys that do not tell this alternative apart are left out: among alternatives
+    of the same ``kind``/``name``, the keys that vary between them; for a kind/name that appears
+    once, the keys no other alternative has with the same value.
+    """
+    if not isinstance(value, dict):
+        return f"{at[-1]}={value}"
+    head = next((str(value[k]) for k in ("kind", "name") if k in value), "")
+    others = [a for a in alternatives or [] if isinstance(a, dict) and a is not value]
+    same = [a for a in others if _head(a) == _head(value)]
+
+    def telling(key: str) -> bool:
+        if same:
+            return any(a.get(key, _MISSING) != value[key] for a in same)
+        return not any(a.get(key, _MISSING) == value[key] for a in others)
+
+    rest = ",".join(f"{k}={value[k]}" for k in value if k not in ("kind", "name") and telling(k))
+    return f"{head}({rest})" if head and rest else head or f"{at[-1]}({rest})"
+
+
+def _head(value: dict[str, Any]) -> Any:
+    return value.get("kind", value.get("name"))
+
+
+_MISSING = object()

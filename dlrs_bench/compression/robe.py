@@ -68,10 +68,11 @@ class ROBEEmbedding(PooledEmbedding):
         self.register_buffer("within", element % options.chunk)  # [d]
 
     def locations(self, global_ids: torch.Tensor) -> torch.Tensor:
-        """Indexes into the array ``[nnz, d]`` of every element of every id."""
+        """Indexes into the array ``[nnz, d]`` of every element of every id (one hash per chunk)."""
         r1, r2, r3 = self.coefficients
-        h = (global_ids.unsqueeze(1) * r3 + self.chunk_of * r2 + r1) % PRIME
-        return h % (self.size - self.chunk + 1) + self.within
+        chunks = torch.arange(int(self.chunk_of[-1]) + 1, device=global_ids.device)
+        start = (global_ids.unsqueeze(1) * r3 + chunks * r2 + r1) % PRIME % (self.size - self.chunk + 1)
+        return start[:, self.chunk_of] + self.within
 
     def embed(self, values: torch.Tensor, sizes: list[int]) -> torch.Tensor:
         parts = []

@@ -75,6 +75,26 @@ DATASETS.register(
     "dlrs_bench.data.synthetic:Synthetic",
     "Generated CTR data: Zipf ids, multi-hot bags, labels from a hidden teacher (known AUC/NE ceiling)",
 )
+DATASETS.register(
+    "criteo-kaggle",
+    "dlrs_bench.data.prepared:CriteoKaggle",
+    "Criteo Kaggle (45.8M rows, 13 dense, 26 sparse) from a prepared cache; DLRM 7-day split",
+)
+DATASETS.register(
+    "criteo-tb",
+    "dlrs_bench.data.prepared:CriteoTerabyte",
+    "Criteo Terabyte (day_0..day_23) from a prepared cache; last day halved into val and test",
+)
+DATASETS.register(
+    "avazu",
+    "dlrs_bench.data.prepared:Avazu",
+    "Avazu (40.4M rows, 24 categorical incl. hour-of-day/weekday/weekend) from a prepared cache; 8:1:1 split",
+)
+DATASETS.register(
+    "movielens",
+    "dlrs_bench.data.prepared:MovieLensPrepared",
+    "MovieLens ml-1m / ml-20m / ml-25m / latest from a prepared cache (user, movie; rating >= 4)",
+)
 MODELS.register(
     "dlrm",
     "dlrs_bench.models.dlrm:DLRMBuilder",

@@ -15,7 +15,7 @@ import yaml
 #: Data small enough that a whole scenario trains in well under a second on one CPU core.
 TINY_DATASET: dict[str, Any] = {
     "name": "synthetic",
-    "num_samples": 3000,
+    "rows": 3000,
     "cardinalities": [64, 32, 16],
     "num_dense": 4,
     "signal": 2.0,

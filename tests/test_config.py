@@ -16,7 +16,7 @@ from dlrs_bench.errors import UserInputError
 HEADER = """\
 name: t
 defaults:
-  dataset: {name: synthetic, num_samples: 2000}
+  dataset: {name: synthetic, rows: 2000}
   model: {name: dlrm, embedding_dim: 8, bottom_mlp: [16, 8], top_mlp: [16, 1]}
   target: {metric: auc, value: 0.6}
 """
@@ -208,7 +208,7 @@ def test_missing_file_is_user_input_error(tmp_path):
 @pytest.mark.parametrize(
     "old, new, suggestion",
     [
-        ("{name: synthetic, num_samples: 2000}", "{name: synthetc, num_samples: 2000}", "'synthetic'"),
+        ("{name: synthetic, rows: 2000}", "{name: synthetc, rows: 2000}", "'synthetic'"),
         ("name: dlrm,", "name: dlrn,", "'dlrm'"),
     ],
 )
@@ -289,7 +289,7 @@ def test_dotted_matrix_keys_set_nested_values(write_suite):
         assert s.spec.train.batch_size == 128  # sibling keys of the dotted one are kept
         assert s.spec.train.max_epochs == 2
         assert s.spec.dataset.signal == 1.0
-        assert s.spec.dataset.num_samples == 3000
+        assert s.spec.dataset.rows == 3000
     labels = {s.label for s in loaded.scenarios}
     assert any("lr=0.1" in label for label in labels)
 
@@ -391,7 +391,7 @@ defaults:
   target: {value: 0.6, metric: auc}
   train: {optimizer: adam, batch_size: 512, lr: 0.001, eval_every: 0.5, warmup_iters: 10}
   model: {top_mlp: [64, 32, 1], bottom_mlp: [32, 16], embedding_dim: 16, name: dlrm}
-  dataset: {seed: 0, name: synthetic, num_samples: 2000, zipf_exponent: 1.05}
+  dataset: {seed: 0, name: synthetic, rows: 2000, zipf_exponent: 1.05}
   gpus: 0
   processes: 1
   seeds: [0]
@@ -403,7 +403,7 @@ matrix:
 IMPLICIT = """\
 name: implicit
 defaults:
-  dataset: {name: synthetic, num_samples: 2000}
+  dataset: {name: synthetic, rows: 2000}
   model: {name: dlrm, bottom_mlp: [32, 16]}
   target: {value: 0.6}
 matrix:
@@ -429,7 +429,7 @@ def test_scenario_id_ignores_explicit_defaults_and_key_order(write_suite):
 
 def test_scenario_id_changes_with_a_value(write_suite):
     base = ids(write_suite(IMPLICIT, "a.yaml"))
-    for old, new in [("ratio: 4", "ratio: 8"), ("num_samples: 2000", "num_samples: 2001"),
+    for old, new in [("ratio: 4", "ratio: 8"), ("rows: 2000", "rows: 2001"),
                      ("value: 0.6", "value: 0.61"),
                      ("{kind: hashing, ratio: 4}", "{kind: hashing, ratio: 4, hash: universal}")]:
         assert ids(write_suite(IMPLICIT.replace(old, new), "b.yaml")) != base, (old, new)

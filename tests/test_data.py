@@ -184,7 +184,7 @@ def test_split_rows_partition():
 
 
 def synth(**kw):
-    base = {"num_samples": 3000, "cardinalities": [50, 20, 10], "num_dense": 3}
+    base = {"rows": 3000, "cardinalities": [50, 20, 10], "num_dense": 3}
     return Synthetic.build(SyntheticOptions(**{**base, **kw}))
 
 
@@ -206,14 +206,14 @@ def test_synthetic_is_deterministic_per_seed():
 
 
 def test_synthetic_through_the_registry():
-    ds = build_dataset(SyntheticOptions(num_samples=2000, cardinalities=[10, 10]))
+    ds = build_dataset(SyntheticOptions(rows=2000, cardinalities=[10, 10]))
     assert ds.name == "synthetic"
     assert {k: len(v) for k, v in ds.splits.items()} == {"train": 1600, "val": 200, "test": 200}
 
 
 @pytest.mark.parametrize("ctr", [0.1, 0.3, 0.6])
 def test_synthetic_base_ctr_close_to_requested(ctr):
-    ds = synth(num_samples=20_000, base_ctr=ctr)
+    ds = synth(rows=20_000, base_ctr=ctr)
     labels = torch.cat([s.labels for s in ds.splits.values()])
     assert float(labels.mean()) == pytest.approx(ctr, abs=0.015)
 
@@ -234,8 +234,8 @@ def test_synthetic_ids_within_cardinality_and_bag_sizes():
 
 
 def test_synthetic_zipf_skew():
-    skewed = synth(num_samples=20_000, cardinalities=[100], zipf_exponent=1.2, num_dense=0)
-    uniform = synth(num_samples=20_000, cardinalities=[100], zipf_exponent=0.0, num_dense=0)
+    skewed = synth(rows=20_000, cardinalities=[100], zipf_exponent=1.2, num_dense=0)
+    uniform = synth(rows=20_000, cardinalities=[100], zipf_exponent=0.0, num_dense=0)
 
     def counts(ds):
         ids = torch.cat([s.sparse["t0"].values for s in ds.splits.values()])
@@ -249,10 +249,10 @@ def test_synthetic_zipf_skew():
 
 
 def test_synthetic_ceiling_auc_rises_with_signal():
-    ceilings = [synth(num_samples=20_000, signal=s).info["ceiling"]["val"]["auc"] for s in (0.3, 1.0, 3.0)]
+    ceilings = [synth(rows=20_000, signal=s).info["ceiling"]["val"]["auc"] for s in (0.3, 1.0, 3.0)]
     assert all(a > 0.5 for a in ceilings)
     assert ceilings[0] < ceilings[1] < ceilings[2]
-    ds = synth(num_samples=20_000, signal=3.0)
+    ds = synth(rows=20_000, signal=3.0)
     for split in ("val", "test"):
         ceiling = ds.info["ceiling"][split]
         assert set(ceiling) == {"auc", "logloss", "ne"}
@@ -322,7 +322,7 @@ def test_iter_batches_covers_every_row_once(small_split):
 
 
 def test_iter_batches_shuffled_covers_every_row_once_and_is_reproducible():
-    ds = synth(num_samples=1000)
+    ds = synth(rows=1000)
     split = ds.splits["train"]
     row_id = split.dense[:, 0]  # standard-normal dense column: distinct per row
 

@@ -455,12 +455,12 @@ def test_scale_over_arch_on_dlrm_changes_top_not_bottom():
 
 @pytest.fixture(scope="module")
 def tiny_dataset():
-    return Synthetic.build(SyntheticOptions(num_samples=500, cardinalities=[100, 40], num_dense=3))
+    return Synthetic.build(SyntheticOptions(rows=500, cardinalities=[100, 40], num_dense=3))
 
 
 def scenario(model: dict[str, Any], compressor_block: dict[str, Any] | None = None):
     raw = {
-        "dataset": {"name": "synthetic", "num_samples": 500, "cardinalities": [100, 40], "num_dense": 3},
+        "dataset": {"name": "synthetic", "rows": 500, "cardinalities": [100, 40], "num_dense": 3},
         "model": {"name": "dlrm", "embedding_dim": 8, "bottom_mlp": [16, 8], "top_mlp": [16, 1], **model},
         "target": {"metric": "auc", "value": 0.6},
     }
@@ -547,7 +547,7 @@ def suite_text(model_block: str, matrix: str = "") -> str:
     return (
         "name: zoo\n"
         "defaults:\n"
-        "  dataset: {name: synthetic, num_samples: 500, cardinalities: [100, 40], num_dense: 3}\n"
+        "  dataset: {name: synthetic, rows: 500, cardinalities: [100, 40], num_dense: 3}\n"
         "  target: {metric: auc, value: 0.6}\n"
         "  model:\n" + model_block + (("matrix:\n" + matrix) if matrix else "")
     )

@@ -29,9 +29,23 @@ class StrictModel(BaseModel):
 
 
 class DatasetOptions(StrictModel):
-    """Options common to every dataset plugin; plugins subclass it."""
+    """Options common to every dataset plugin; plugins subclass it.
+
+    ``num_samples`` / ``fraction`` keep a subset of the train split (val and test are untouched):
+    the first rows of one fixed permutation (``subset_seed``), so a smaller subset is always
+    contained in a larger one (data-scaling sweeps).
+    """
 
     name: str
+    num_samples: PositiveInt | None = Field(None, description="train rows to keep (nested subsets)")
+    fraction: float | None = Field(None, gt=0, le=1, description="fraction of the train rows to keep")
+    subset_seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_subset_size(self) -> DatasetOptions:
+        if self.num_samples is not None and self.fraction is not None:
+            raise ValueError("give num_samples or fraction, not both")
+        return self
 
 
 class ScaleSpec(StrictModel):

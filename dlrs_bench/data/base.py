@@ -114,5 +114,27 @@ class DatasetPlugin(Protocol):
 
 
 def build_dataset(options: DatasetOptions) -> CTRDataset:
-    """Build the dataset named by ``options.name`` (deterministic for given options)."""
-    return DATASETS.get(options.name).build(options)
+    """Build the dataset named by ``options.name`` (deterministic for given options), keeping
+    the train subset that ``num_samples`` / ``fraction`` ask for."""
+    dataset = DATASETS.get(options.name).build(options)
+    train = dataset.splits["train"]
+    keep = subset_rows(len(train), options)
+    if keep is not None:
+        dataset.splits["train"] = train.take(keep)
+        dataset.info["subset"] = {"rows": len(keep), "of": len(train), "seed": options.subset_seed}
+    return dataset
+
+
+def subset_rows(n: int, options: DatasetOptions) -> torch.Tensor | None:
+    """Sorted indexes of the nested train subset, or None for all rows.
+
+    The subset is the first k rows of one permutation of ``range(n)`` seeded by ``subset_seed``,
+    so subsets of the same seed are nested.
+    """
+    if options.num_samples is None and options.fraction is None:
+        return None
+    k = options.num_samples if options.num_samples is not None else max(1, round(options.fraction * n))
+    if k > n:
+        raise ValueError(f"num_samples {k} is more than the {n} train rows of {options.name}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(options.subset_seed))
+    return torch.sort(order[:k]).values

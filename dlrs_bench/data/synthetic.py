@@ -30,7 +30,7 @@ CHUNK_ROWS = 1 << 17
 
 class SyntheticOptions(DatasetOptions):
     name: Literal["synthetic"] = "synthetic"
-    num_samples: PositiveInt = Field(100_000, description="rows in all splits together")
+    rows: PositiveInt = Field(100_000, description="rows generated, all splits together")
     cardinalities: list[PositiveInt] = Field(default_factory=lambda: [10_000, 1_000, 100, 10], min_length=1)
     multi_hot_sizes: list[PositiveInt] | None = Field(None, description="ids per bag, per table; default 1")
     zipf_exponent: NonNegativeFloat = Field(1.05, description="0 = uniform ids")
@@ -56,7 +56,7 @@ class Synthetic:
     @staticmethod
     def build(options: SyntheticOptions) -> CTRDataset:
         rng = np.random.default_rng(options.seed)
-        n = options.num_samples
+        n = options.rows
         hots = options.multi_hot_sizes or [1] * len(options.cardinalities)
         k = options.teacher_dim
 

@@ -1,0 +1,108 @@
+"""Criteo Kaggle (``train.txt``) and Terabyte (``day_0`` … ``day_23``) raw format.
+
+Row: ``label \\t I1..I13 \\t C1..C26`` — 40 tab-separated fields; I = integer counts (may be
+negative), C = 32-bit hashes as 8 hex digits; an empty field is missing. Missing values become 0
+(DLRM); categorical hashes are parsed as unsigned 32-bit values into int64.
+
+Dense transforms: ``dlrm`` = log(max(x, 0) + 1) per value; ``torchrec`` = log(x - m + 2) with m
+the minimum dense value of the whole input (TorchRec's ``criteo.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from dlrs_bench.data.prepare import ParsedChunk
+
+DENSE = [f"I{i}" for i in range(1, 14)]
+SPARSE = [f"C{i}" for i in range(1, 27)]
+FIELDS = 1 + len(DENSE) + len(SPARSE)
+
+#: DLRM's per-table cardinalities on Kaggle (REFERENCE §1), sum 33,762,577.
+KAGGLE_CARDINALITIES = [1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27,
+                        14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572]
+#: TorchRec's Terabyte sizes with the MLPerf 40M cap (REFERENCE §1), sum 204,184,588.
+TERABYTE_CARDINALITIES = [40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 40000000, 3067956, 405282, 10,
+                          2209, 11938, 155, 4, 976, 14, 40000000, 40000000, 40000000, 590152, 12973, 108, 36]
+#: MLPerf DLRM-DCNv2 multi-hot sizes per table.
+MLPERF_MULTI_HOT = [3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1]
+
+
+class CriteoFormat:
+    """The Criteo TSV layout (Kaggle and Terabyte share it)."""
+
+    dense_names = DENSE
+    sparse_names = SPARSE
+    header = False
+
+    def __init__(self, dataset: str, dense_transform: Literal["dlrm", "torchrec"] = "dlrm") -> None:
+        self.dataset = dataset
+        self.dense_transform = dense_transform
+
+    def parse(self, lines: list[str], first_line: int) -> ParsedChunk:
+        rows, bad = [], []
+        for i, line in enumerate(lines):
+            parts = line.rstrip("\r\n").split("\t")
+            if len(parts) != FIELDS:
+                bad.append((first_line + i, f"expected {FIELDS} tab-separated fields, got {len(parts)}"))
+                continue
+            rows.append(parts)
+        labels, dense, sparse = _columns(rows)
+        if labels is None:  # some value did not parse: find the offending lines one by one
+            good, more_bad = [], []
+            for i, line in enumerate(lines):
+                parts = line.rstrip("\r\n").split("\t")
+                if len(parts) != FIELDS:
+                    continue
+                problem = _row_problem(parts)
+                (more_bad.append((first_line + i, problem)) if problem else good.append(parts))
+            bad = sorted(bad + more_bad)
+            labels, dense, sparse = _columns(good)
+        if self.dense_transform == "dlrm":
+            np.log1p(np.maximum(dense, 0), out=dense)
+        return ParsedChunk(labels, dense, sparse, bad)
+
+    def finish_dense(self, dense: np.ndarray) -> dict[str, Any]:
+        if self.dense_transform == "dlrm":
+            return {"dense_transform": "dlrm: log(max(x, 0) + 1), missing = 0"}
+        low = float(min(dense[lo : lo + (1 << 20)].min() for lo in range(0, len(dense), 1 << 20)))
+        for lo in range(0, len(dense), 1 << 20):
+            block = dense[lo : lo + (1 << 20)]
+            block -= low - 2
+            np.log(block, out=block)
+        return {"dense_transform": "torchrec: log(x - min + 2), missing = 0", "dense_min": low}
+
+
+def _columns(rows: list[list[str]]) -> tuple[Any, Any, Any]:
+    """Vectorised parse of well-formed rows; (None, None, None) if any value is malformed."""
+    n = len(rows)
+    if n == 0:
+        return np.zeros(0, np.uint8), np.zeros((0, len(DENSE)), np.float32), np.zeros((0, len(SPARSE)), np.int64)
+    columns = list(zip(*rows))
+    try:
+        labels = np.array(columns[0], dtype=np.int64)
+        dense = np.array([[v or "0" for v in col] for col in columns[1 : 1 + len(DENSE)]], dtype=np.int64).T
+        hexes = "".join(v or "00000000" for col in columns[1 + len(DENSE) :] for v in col)
+        if len(hexes) != 8 * n * len(SPARSE):
+            return None, None, None
+        sparse = np.frombuffer(bytes.fromhex(hexes), dtype=">u4").reshape(len(SPARSE), n).T.astype(np.int64)
+    except ValueError:
+        return None, None, None
+    if ((labels != 0) & (labels != 1)).any():
+        return None, None, None
+    return labels.astype(np.uint8), dense.astype(np.float32), sparse
+
+
+def _row_problem(parts: list[str]) -> str | None:
+    """What is wrong with one 40-field row, or None."""
+    if parts[0] not in ("0", "1"):
+        return f"label must be 0 or 1, got {parts[0]!r}"
+    for name, v in zip(DENSE, parts[1 : 1 + len(DENSE)]):
+        if v and not v.lstrip("-").isdigit():
+            return f"{name} must be an integer, got {v!r}"
+    for name, v in zip(SPARSE, parts[1 + len(DENSE) :]):
+        if v and (len(v) != 8 or any(c not in "0123456789abcdefABCDEF" for c in v)):
+            return f"{name} must be 8 hex digits, got {v!r}"
+    return None

@@ -1,0 +1,184 @@
+"""Raw dataset files → the binary cache, streaming in chunks on every core with bounded memory.
+
+Pipeline: each input file is read in chunks of ``chunk_rows`` lines, parsed by a pool of worker
+processes (a few chunks in flight at a time, so memory does not grow with the input), and
+appended to a :class:`~dlrs_bench.data.cache.CacheWriter`; then the dense columns get their
+global transform (if any) and every sparse column is renumbered, one column at a time.
+A format (Criteo, Avazu, MovieLens) only supplies a line parser and its column names.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+from dlrs_bench.data.cache import CacheWriter, Manifest, describe_inputs, now
+from dlrs_bench.errors import UserInputError
+
+#: Called with (rows written so far, seconds elapsed).
+ProgressFn = Callable[[int, float], None]
+
+
+class PrepareOptions(BaseModel):
+    """Conventions of a preparation, recorded in the manifest (``options``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    numbering: Literal["dlrm", "torchrec", "modulo"] = Field(
+        "dlrm",
+        description="dlrm: contiguous ids over the observed values in sorted order; torchrec: ids from 2 in "
+        "order of first appearance, rare ids -> 1; modulo: id = value mod max_rows (no vocabulary pass)",
+    )
+    max_rows: PositiveInt | None = Field(None, description="cap per table: value mod max_rows first (MLPerf: 40M)")
+    frequency_threshold: int = Field(0, ge=0, description="values seen fewer times share one 'rare' id")
+    on_error: Literal["error", "skip"] = Field("error", description="bad lines: stop with file:line, or skip and count")
+    chunk_rows: PositiveInt = 262_144
+    workers: PositiveInt = Field(default_factory=lambda: len(os.sched_getaffinity(0)))
+
+
+@dataclass
+class ParsedChunk:
+    """One parsed chunk: ``labels`` [n] u8, ``dense`` [n, num_dense] f32, ``sparse`` [n, F] int64 raw values."""
+
+    labels: np.ndarray
+    dense: np.ndarray
+    sparse: np.ndarray
+    bad: list[tuple[int, str]] = field(default_factory=list)  # (line number, problem), lines dropped
+
+
+class RawFormat(Protocol):
+    """What a raw format supplies to the pipeline."""
+
+    dataset: str
+    dense_names: list[str]
+    sparse_names: list[str]
+    header: bool  # the first line of each file is a header to skip
+
+    def parse(self, lines: list[str], first_line: int) -> ParsedChunk:
+        """Parse ``lines`` (``first_line`` = 1-based line number of ``lines[0]``); a bad line is
+        reported in ``bad`` and left out."""
+        ...
+
+    def finish_dense(self, dense: np.ndarray) -> dict[str, Any]:
+        """Global dense transform in place over the whole ``[N, num_dense]`` memmap; returns facts
+        for the manifest."""
+        ...
+
+
+def read_chunks(path: Path, chunk_rows: int, header: bool) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, lines) of ``path``, ``chunk_rows`` lines at a time."""
+    try:
+        f = path.open("r", encoding="utf-8", newline="")
+    except OSError as e:
+        raise UserInputError(f"{path}: cannot read: {e.strerror}") from None
+    with f:
+        line_no = 1
+        if header:
+            f.readline()
+            line_no = 2
+        while True:
+            lines = f.readlines(chunk_rows * 128)  # a size hint, about chunk_rows Criteo-sized lines
+            if not lines:
+                return
+            yield line_no, lines
+            line_no += len(lines)
+
+
+def prepare(
+    fmt: RawFormat, raw: list[Path], out: Path, options: PrepareOptions, progress: ProgressFn | None = None
+) -> Manifest:
+    """Prepare ``raw`` files (in order) into the cache folder ``out``; returns its manifest."""
+    for path in raw:
+        if not path.is_file():
+            raise UserInputError(f"{path}: no such file")
+    started = time.perf_counter()
+    skipped: list[str] = []
+    bad_count = 0
+    parts: list[int] = []
+    with CacheWriter(out, len(fmt.dense_names), len(fmt.sparse_names)) as writer, \
+            futures.ProcessPoolExecutor(max_workers=options.workers) as pool:
+        for path in raw:
+            before = writer.rows
+            pending: list[futures.Future[ParsedChunk]] = []
+            chunks = read_chunks(path, options.chunk_rows, fmt.header)
+            while True:
+                while len(pending) < 2 * options.workers:
+                    nxt = next(chunks, None)
+                    if nxt is None:
+                        break
+                    pending.append(pool.submit(fmt.parse, nxt[1], nxt[0]))
+                if not pending:
+                    break
+                chunk = pending.pop(0).result()
+                if chunk.bad:
+                    bad_count += len(chunk.bad)
+                    first_line, problem = chunk.bad[0]
+                    if options.on_error == "error":
+                        raise UserInputError(f"{path}:{first_line}: {problem}")
+                    skipped.extend(f"{path}:{line}: {msg}" for line, msg in chunk.bad[: max(0, 5 - len(skipped))])
+                if len(chunk.labels):
+                    writer.append(chunk.labels, chunk.dense, chunk.sparse)
+                if progress:
+                    progress(writer.rows, time.perf_counter() - started)
+            if writer.rows == before:
+                raise UserInputError(f"{path}: no data rows")
+            parts.append(writer.rows - before)
+
+        sparse = writer.sparse_column_pass()
+        cardinalities = [renumber(sparse, j, options) for j in range(sparse.shape[1])]
+        dense = np.memmap(writer.tmp / "dense.f32", dtype=np.float32, mode="r+",
+                          shape=(writer.rows, len(fmt.dense_names)))
+        dense_facts = fmt.finish_dense(dense)
+        dense.flush()
+        labels = np.memmap(writer.tmp / "labels.u8", dtype=np.uint8, mode="r", shape=(writer.rows,))
+        ctr = float(labels.mean(dtype=np.float64))
+        del sparse, dense, labels
+        manifest = Manifest(
+            dataset=fmt.dataset,
+            rows=writer.rows,
+            num_dense=len(fmt.dense_names),
+            features=dict(zip(fmt.sparse_names, cardinalities)),
+            sparse_dtype="int32" if max(cardinalities) < 2**31 else "int64",
+            ctr=ctr,
+            parts=parts,
+            options={**options.model_dump(exclude={"workers", "chunk_rows"}), **dense_facts},
+            inputs=describe_inputs(raw),
+            skipped={"policy": options.on_error, "count": bad_count, "examples": skipped},
+            created_at=now(),
+        )
+        writer.commit(manifest, manifest.sparse_dtype)
+    return manifest
+
+
+def renumber(sparse: np.ndarray, column: int, options: PrepareOptions) -> int:
+    """Renumber one column of raw values in place by ``options.numbering``; returns its cardinality."""
+    values = np.asarray(sparse[:, column])
+    if options.max_rows:
+        values = values % options.max_rows
+    if options.numbering == "modulo":
+        if options.max_rows is None:
+            raise UserInputError("numbering 'modulo' needs max_rows")
+        sparse[:, column] = values
+        return options.max_rows
+    unique, first, inverse, counts = np.unique(values, return_index=True, return_inverse=True, return_counts=True)
+    keep = counts >= max(options.frequency_threshold, 1)
+    if options.numbering == "torchrec":  # 1 = rare, kept values from 2 in order of first appearance
+        order = np.argsort(first[keep], kind="stable")
+        ids = np.ones(len(unique), dtype=np.int64)
+        kept = np.flatnonzero(keep)[order]
+        ids[kept] = np.arange(2, 2 + len(kept))
+        cardinality = 2 + len(kept)
+    else:  # dlrm: sorted values; with a threshold, rare values share id 0 and the others start at 1
+        shift = 1 if options.frequency_threshold > 1 else 0
+        ids = np.where(keep, np.cumsum(keep) - 1 + shift, 0)
+        cardinality = int(keep.sum()) + shift
+    sparse[:, column] = ids[inverse]
+    return int(cardinality)

@@ -109,6 +109,62 @@ def list_(what: Annotated[Listable, typer.Argument(help="what to list")]) -> Non
         console.print(f"{entry.name:24} {entry.help}", highlight=False)
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Prepare raw dataset files into the binary cache.")
+app.add_typer(data_app, name="data")
+
+
+class RawDataset(str, Enum):
+    criteo_kaggle = "criteo-kaggle"
+    criteo_tb = "criteo-tb"
+    avazu = "avazu"
+    movielens = "movielens"
+
+
+@data_app.command("prepare")
+def data_prepare(
+    name: Annotated[RawDataset, typer.Argument(help="which raw format")],
+    raw: Annotated[list[Path], typer.Option("--raw", help="raw file(s), in order (Terabyte: day_0 ... day_23)")],
+    out: Annotated[Path, typer.Option("--out", help="cache folder to create (must not exist)")],
+    numbering: Annotated[str, typer.Option(help="dlrm | torchrec | modulo (id = value mod max_rows)")] = "dlrm",
+    max_rows: Annotated[int | None, typer.Option(help="cap per table: value mod max_rows (MLPerf: 40000000)")] = None,
+    frequency_threshold: Annotated[int, typer.Option(help="values seen fewer times share one 'rare' id")] = 0,
+    dense_transform: Annotated[str, typer.Option(help="Criteo: dlrm (log(max(x,0)+1)) | torchrec")] = "dlrm",
+    movielens_variant: Annotated[str, typer.Option(help="ml-1m | ml-20m | ml-25m | ml-latest")] = "ml-20m",
+    on_error: Annotated[str, typer.Option(help="error: stop at the first bad line | skip: drop and count")] = "error",
+    workers: Annotated[int | None, typer.Option(help="parser processes (default: all cores)")] = None,
+) -> None:
+    """Convert raw dataset files into a memory-mappable cache with a JSON manifest."""
+    from pydantic import ValidationError
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+    from dlrs_bench.data.formats import raw_format
+    from dlrs_bench.data.prepare import PrepareOptions, prepare
+
+    try:
+        options = PrepareOptions.model_validate(
+            {"numbering": numbering, "max_rows": max_rows, "frequency_threshold": frequency_threshold,
+             "on_error": on_error, **({"workers": workers} if workers else {})})
+        fmt = raw_format(name.value, dense_transform=dense_transform, movielens_variant=movielens_variant)
+    except ValidationError as e:
+        raise _invalid(UserInputError("; ".join(f"--{x['loc'][0].replace('_', '-')}: {x['msg']}" for x in e.errors())))
+    except UserInputError as e:
+        raise _invalid(e) from None
+    with Progress(TextColumn("{task.description}"), TextColumn("{task.fields[rows]:,} rows"),
+                  TextColumn("{task.fields[rate]:,.0f} rows/s"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(f"prepare {name.value}", rows=0, rate=0.0)
+
+        def progress(rows: int, seconds: float) -> None:
+            bar.update(task, rows=rows, rate=rows / max(seconds, 1e-9))
+
+        try:
+            manifest = prepare(fmt, raw, out, options, progress)
+        except UserInputError as e:
+            raise _invalid(e) from None
+    console.print(f"[green]prepared[/] {out}: {manifest.rows:,} rows, CTR {manifest.ctr:.4f}, "
+                  f"{len(manifest.features)} sparse features ({sum(manifest.features.values()):,} ids), "
+                  f"{manifest.skipped['count']} bad line(s) skipped")
+
+
 def _suites_dir() -> Path:
     local = Path("suites")
     return local if local.is_dir() else Path(__file__).resolve().parent.parent / "suites"

@@ -146,7 +146,9 @@ def open_cache(path: Path) -> tuple[Manifest, np.ndarray, np.ndarray, np.ndarray
     except (ValueError, OSError) as e:
         raise UserInputError(f"{manifest_path}: invalid manifest: {e}") from None
     if manifest.format != FORMAT or manifest.version != VERSION:
-        raise UserInputError(f"{manifest_path}: format {manifest.format} v{manifest.version}, expected {FORMAT} v{VERSION}")
+        raise UserInputError(
+            f"{manifest_path}: format {manifest.format} v{manifest.version}, expected {FORMAT} v{VERSION}"
+        )
     n, f = manifest.rows, len(manifest.features)
     suffix = "i32" if manifest.sparse_dtype == "int32" else "i64"
     try:

@@ -86,7 +86,8 @@ class Prepared:
         splits = {}
         for name, rows in split_ranges(manifest, options).items():
             ids = np.asarray(sparse[rows], dtype=np.int64)
-            values = np.asarray(dense[rows], dtype=np.float32) if manifest.num_dense else np.ones((len(rows), 1), np.float32)
+            values = (np.asarray(dense[rows], dtype=np.float32) if manifest.num_dense
+                      else np.ones((len(rows), 1), np.float32))
             splits[name] = CTRSplit(
                 dense=torch.from_numpy(values),
                 sparse={f: Jagged.single(torch.from_numpy(np.ascontiguousarray(ids[:, j])))

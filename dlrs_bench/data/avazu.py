@@ -9,19 +9,19 @@ Categorical values are mapped to int64 without shared state, as a pure function 
 (so a value gets the same raw id in every chunk and worker; the pipeline renumbers afterwards):
 exactly 8 hex digits (the hashed columns, e.g. ``site_id``) → ``int(s, 16)``, decimal integers
 (the other columns, read like Python ``int``) → their value, anything else → a 63-bit BLAKE2b
-hash with bit 62 set, so it cannot collide with either of the first two ranges.
+hash in [2^62, 2^63) (``textrows.string_id``), so it cannot collide with the first two ranges.
 Fields are split on commas (the Avazu files have no quoting).
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 from typing import Any
 
 import numpy as np
 
 from dlrs_bench.data.prepare import ParsedChunk
+from dlrs_bench.data.textrows import HASH_BASE, split_columns, string_id
 
 HEADER = ("id,click,hour,C1,banner_pos,site_id,site_domain,site_category,app_id,app_domain,app_category,"
           "device_id,device_ip,device_model,device_type,device_conn_type,C14,C15,C16,C17,C18,C19,C20,C21")
@@ -31,7 +31,7 @@ CATEGORICAL = COLUMNS[3:]  # 21 columns kept as they are
 HEX_COLUMNS = frozenset({"site_id", "site_domain", "site_category", "app_id", "app_domain", "app_category",
                          "device_id", "device_ip", "device_model"})
 SPARSE = ["hour_of_day", "weekday", "weekend", *CATEGORICAL]  # 24 features
-_INT_LIMIT = 1 << 62  # integers at or beyond this are hashed instead (the hash range is [2^62, 2^63))
+_INT_LIMIT = HASH_BASE  # integers at or beyond ±2^62 are hashed instead
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
@@ -54,23 +54,15 @@ class AvazuFormat:
 
     def parse(self, lines: list[str], first_line: int) -> ParsedChunk:
         """Lines → labels [n] u8, dense [n, 0] f32, sparse [n, 24] int64 raw values; bad lines left out."""
-        rows, numbers, bad = [], [], []
-        for i, line in enumerate(lines):
-            parts = line.rstrip("\r\n").split(",")
-            if len(parts) != FIELDS:
-                bad.append((first_line + i, f"expected {FIELDS} comma-separated fields, got {len(parts)}"))
-                continue
-            rows.append(parts)
-            numbers.append(first_line + i)
-        columns = list(zip(*rows)) if rows else [()] * FIELDS
+        columns, numbers, bad = split_columns(lines, ",", FIELDS, first_line)
         labels, hours = _labels(columns[1]), _hour_features(columns[2])
         if labels is None or hours is None:  # some label or hour is malformed: check row by row
-            good = []
-            for line_no, parts in zip(numbers, rows):
-                problem = _row_problem(parts)
-                (bad.append((line_no, problem)) if problem else good.append(parts))
+            keep = []
+            for i, line_no in enumerate(numbers):
+                problem = _row_problem(columns[1][i], columns[2][i])
+                (bad.append((line_no, problem)) if problem else keep.append(i))
             bad.sort()
-            columns = list(zip(*good)) if good else [()] * FIELDS
+            columns = [[c[i] for i in keep] for c in columns]
             labels, hours = _labels(columns[1]), _hour_features(columns[2])
             assert labels is not None and hours is not None
         sparse = np.empty((len(labels), len(SPARSE)), dtype=np.int64)
@@ -84,11 +76,6 @@ class AvazuFormat:
         return {}
 
 
-def string_id(s: str) -> int:
-    """A stable id for any string: 63-bit BLAKE2b with bit 62 set, in [2^62, 2^63)."""
-    return int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") >> 2 | _INT_LIMIT
-
-
 def category_id(s: str, hex8: bool) -> int:
     """Raw int64 id of one categorical value (see the module docstring)."""
     if hex8:
@@ -100,7 +87,7 @@ def category_id(s: str, hex8: bool) -> int:
     return v if -_INT_LIMIT < v < _INT_LIMIT else string_id(s)
 
 
-def _categories(column: tuple[str, ...], hex8: bool) -> np.ndarray:
+def _categories(column: list[str], hex8: bool) -> np.ndarray:
     """One categorical column → [n] int64 raw ids; vectorised, value by value if it must be."""
     n = len(column)
     if hex8:
@@ -115,14 +102,14 @@ def _categories(column: tuple[str, ...], hex8: bool) -> np.ndarray:
     else:
         try:
             values = np.array(column, dtype=np.int64)  # parses like Python int()
-            if n == 0 or (np.abs(values).max() < _INT_LIMIT and values.min() > -_INT_LIMIT):
+            if n == 0 or (values.max() < _INT_LIMIT and values.min() > -_INT_LIMIT):
                 return values
         except (ValueError, OverflowError):
             pass
     return np.array([category_id(s, hex8) for s in column], dtype=np.int64)
 
 
-def _labels(column: tuple[str, ...]) -> np.ndarray | None:
+def _labels(column: list[str]) -> np.ndarray | None:
     """``click`` column → [n] u8, or None if any value is not 0/1."""
     raw = "".join(column).encode("utf-8")
     if len(raw) != len(column) or (column and set(map(len, column)) != {1}):
@@ -131,7 +118,7 @@ def _labels(column: tuple[str, ...]) -> np.ndarray | None:
     return labels if (labels <= 1).all() else None
 
 
-def _hour_features(column: tuple[str, ...]) -> np.ndarray | None:
+def _hour_features(column: list[str]) -> np.ndarray | None:
     """``hour`` (YYMMDDHH) column → [n, 3] int64 (hour_of_day, weekday, weekend), or None if any is bad."""
     n = len(column)
     joined = "".join(column)
@@ -149,11 +136,10 @@ def _hour_features(column: tuple[str, ...]) -> np.ndarray | None:
     return np.stack([hh, weekday, (weekday >= 5).astype(np.int64)], axis=1)
 
 
-def _row_problem(parts: list[str]) -> str | None:
-    """What is wrong with one 24-field row (label or hour), or None."""
-    if parts[1] not in ("0", "1"):
-        return f"click must be 0 or 1, got {parts[1]!r}"
-    hour = parts[2]
+def _row_problem(click: str, hour: str) -> str | None:
+    """What is wrong with one row's label or hour, or None."""
+    if click not in ("0", "1"):
+        return f"click must be 0 or 1, got {click!r}"
     if len(hour) != 8 or not (hour.isascii() and hour.isdigit()):
         return f"hour must be 8 digits YYMMDDHH, got {hour!r}"
     try:

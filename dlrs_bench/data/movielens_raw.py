@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from dlrs_bench.data.prepare import ParsedChunk
+from dlrs_bench.data.textrows import row, split_columns
 
 Variant = Literal["ml-1m", "ml-20m", "ml-25m", "ml-latest"]
 CSV_HEADER = "userId,movieId,rating,timestamp"
@@ -44,22 +45,15 @@ class MovieLensFormat:
 
     def parse(self, lines: list[str], first_line: int) -> ParsedChunk:
         """Lines → labels [n] u8, dense [n, 0] f32, sparse [n, 2] int64 (user, movie); bad lines left out."""
-        rows, numbers, bad = [], [], []
-        for i, line in enumerate(lines):
-            parts = line.rstrip("\r\n").split(self.separator)
-            if len(parts) != 4:
-                bad.append((first_line + i, f"expected 4 {self.separator!r}-separated fields, got {len(parts)}"))
-                continue
-            rows.append(parts)
-            numbers.append(first_line + i)
-        parsed = _columns(rows)
+        columns, numbers, bad = split_columns(lines, self.separator, 4, first_line)
+        parsed = _columns(columns)
         if parsed is None:  # some value is malformed: check row by row
-            good = []
-            for line_no, parts in zip(numbers, rows):
-                problem = _row_problem(parts)
-                (bad.append((line_no, problem)) if problem else good.append(parts))
+            keep = []
+            for i, line_no in enumerate(numbers):
+                problem = _row_problem(row(columns, i))
+                (bad.append((line_no, problem)) if problem else keep.append(i))
             bad.sort()
-            parsed = _columns(good)
+            parsed = _columns([[c[i] for i in keep] for c in columns])
             assert parsed is not None
         sparse, rating = parsed
         labels = (rating >= self.label_threshold).astype(np.uint8)
@@ -71,11 +65,9 @@ class MovieLensFormat:
                 "label_threshold": self.label_threshold}
 
 
-def _columns(rows: list[list[str]]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Well-formed rows → (sparse [n, 2] int64, rating [n] f64), or None if any value is malformed."""
-    if not rows:
-        return np.zeros((0, 2), np.int64), np.zeros(0, np.float64)
-    user, movie, rating, stamp = zip(*rows)
+def _columns(columns: list[list[str]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """4 columns of n strings → (sparse [n, 2] int64, rating [n] f64), or None if any value is malformed."""
+    user, movie, rating, stamp = columns
     try:
         sparse = np.array([user, movie], dtype=np.int64).T.copy()
         ratings = np.array(rating, dtype=np.float64)

@@ -14,6 +14,7 @@ the best any model can reach on these rows; they are recorded as ``ceiling`` wit
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -22,17 +23,27 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, model
 
 from dlrs_bench.config.schema import DatasetOptions
 from dlrs_bench.data.base import CTRDataset, CTRSplit, Jagged, SparseFeature
+from dlrs_bench.data.criteo import KAGGLE_CARDINALITIES, MLPERF_MULTI_HOT, TERABYTE_CARDINALITIES
 from dlrs_bench.data.splits import SplitFractions, split_rows
 from dlrs_bench.measure.metrics import all_metrics
 
 CHUNK_ROWS = 1 << 17
 
 
+#: Table-size presets: the DLRM Criteo Kaggle cardinalities and TorchRec's Terabyte ones (40M cap).
+CARDINALITY_PRESETS = {"criteo-kaggle": KAGGLE_CARDINALITIES, "criteo-tb": TERABYTE_CARDINALITIES}
+
+
 class SyntheticOptions(DatasetOptions):
     name: Literal["synthetic"] = "synthetic"
     rows: PositiveInt = Field(100_000, description="rows generated, all splits together")
-    cardinalities: list[PositiveInt] = Field(default_factory=lambda: [10_000, 1_000, 100, 10], min_length=1)
-    multi_hot_sizes: list[PositiveInt] | None = Field(None, description="ids per bag, per table; default 1")
+    cardinalities: list[PositiveInt] | Literal["criteo-kaggle", "criteo-tb"] = Field(
+        default_factory=lambda: [10_000, 1_000, 100, 10], description="rows per table, or a Criteo preset"
+    )
+    cardinality_scale: float = Field(1.0, gt=0, le=1, description="multiply every table size (at least 2 rows)")
+    multi_hot_sizes: list[PositiveInt] | Literal["mlperf"] | None = Field(
+        None, description="ids per bag per table (default 1); 'mlperf' = MLPerf DLRM-DCNv2 sizes"
+    )
     zipf_exponent: NonNegativeFloat = Field(1.05, description="0 = uniform ids")
     num_dense: NonNegativeInt = 13
     teacher_dim: PositiveInt = 8
@@ -41,11 +52,22 @@ class SyntheticOptions(DatasetOptions):
     split_fractions: SplitFractions = (0.8, 0.1, 0.1)
     seed: int = Field(0, description="data seed (rows and teacher), independent of training seeds")
 
+    def table_sizes(self) -> list[int]:
+        """Rows per table after the preset and ``cardinality_scale``."""
+        base = CARDINALITY_PRESETS[self.cardinalities] if isinstance(self.cardinalities, str) else self.cardinalities
+        return [max(2, math.ceil(n * self.cardinality_scale)) for n in base] if self.cardinality_scale < 1 else base
+
+    def bag_sizes(self) -> list[int]:
+        """Ids per bag per table."""
+        if self.multi_hot_sizes == "mlperf":
+            return MLPERF_MULTI_HOT
+        return self.multi_hot_sizes or [1] * len(self.table_sizes())
+
     @model_validator(mode="after")
     def _shapes(self) -> SyntheticOptions:
-        if self.multi_hot_sizes is not None and len(self.multi_hot_sizes) != len(self.cardinalities):
+        if len(self.bag_sizes()) != len(self.table_sizes()):
             raise ValueError(
-                f"multi_hot_sizes has {len(self.multi_hot_sizes)} entries, cardinalities {len(self.cardinalities)}"
+                f"multi_hot_sizes has {len(self.bag_sizes())} entries, cardinalities {len(self.table_sizes())}"
             )
         return self
 
@@ -57,11 +79,11 @@ class Synthetic:
     def build(options: SyntheticOptions) -> CTRDataset:
         rng = np.random.default_rng(options.seed)
         n = options.rows
-        hots = options.multi_hot_sizes or [1] * len(options.cardinalities)
+        cardinalities, hots = options.table_sizes(), options.bag_sizes()
         k = options.teacher_dim
 
         ids, scalar_sum, vector_sum, vector_sq = [], np.zeros(n), np.zeros((n, k)), np.zeros(n)
-        for card, hot in zip(options.cardinalities, hots):
+        for card, hot in zip(cardinalities, hots):
             table_ids = _zipf_ids(rng, card, (n, hot), options.zipf_exponent)
             b = rng.standard_normal(card)
             v = rng.standard_normal((card, k)) / np.sqrt(k)
@@ -83,7 +105,7 @@ class Synthetic:
         rows = split_rows(n, options.split_fractions, seed=options.seed)
         features = [
             SparseFeature(f"t{i}", card, multi_hot=hot > 1)
-            for i, (card, hot) in enumerate(zip(options.cardinalities, hots))
+            for i, (card, hot) in enumerate(zip(cardinalities, hots))
         ]
         splits = {
             name: CTRSplit(

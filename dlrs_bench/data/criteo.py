@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from dlrs_bench.data.prepare import ParsedChunk
+from dlrs_bench.data.textrows import row, split_columns
 
 DENSE = [f"I{i}" for i in range(1, 14)]
 SPARSE = [f"C{i}" for i in range(1, 27)]
@@ -42,24 +43,15 @@ class CriteoFormat:
         self.dense_transform = dense_transform
 
     def parse(self, lines: list[str], first_line: int) -> ParsedChunk:
-        rows, bad = [], []
-        for i, line in enumerate(lines):
-            parts = line.rstrip("\r\n").split("\t")
-            if len(parts) != FIELDS:
-                bad.append((first_line + i, f"expected {FIELDS} tab-separated fields, got {len(parts)}"))
-                continue
-            rows.append(parts)
-        labels, dense, sparse = _columns(rows)
-        if labels is None:  # some value did not parse: find the offending lines one by one
-            good, more_bad = [], []
-            for i, line in enumerate(lines):
-                parts = line.rstrip("\r\n").split("\t")
-                if len(parts) != FIELDS:
-                    continue
-                problem = _row_problem(parts)
-                (more_bad.append((first_line + i, problem)) if problem else good.append(parts))
-            bad = sorted(bad + more_bad)
-            labels, dense, sparse = _columns(good)
+        columns, numbers, bad = split_columns(lines, "\t", FIELDS, first_line)
+        labels, dense, sparse = _columns(columns)
+        if labels is None:  # some value did not parse: find the offending rows one by one
+            keep = []
+            for i, number in enumerate(numbers):
+                problem = _row_problem(row(columns, i))
+                (bad.append((number, problem)) if problem else keep.append(i))
+            bad.sort()
+            labels, dense, sparse = _columns([[c[i] for i in keep] for c in columns])
         if self.dense_transform == "dlrm":
             np.log1p(np.maximum(dense, 0), out=dense)
         return ParsedChunk(labels, dense, sparse, bad)
@@ -75,19 +67,20 @@ class CriteoFormat:
         return {"dense_transform": "torchrec: log(x - min + 2), missing = 0", "dense_min": low}
 
 
-def _columns(rows: list[list[str]]) -> tuple[Any, Any, Any]:
-    """Vectorised parse of well-formed rows; (None, None, None) if any value is malformed."""
-    n = len(rows)
+def _columns(columns: list[list[str]]) -> tuple[Any, Any, Any]:
+    """Vectorised parse of the 40 columns of well-formed rows; (None, None, None) if any value is
+    malformed."""
+    n = len(columns[0])
     if n == 0:
         return np.zeros(0, np.uint8), np.zeros((0, len(DENSE)), np.float32), np.zeros((0, len(SPARSE)), np.int64)
-    columns = list(zip(*rows))
     try:
         labels = np.array(columns[0], dtype=np.int64)
         dense = np.array([[v or "0" for v in col] for col in columns[1 : 1 + len(DENSE)]], dtype=np.int64).T
-        hexes = "".join(v or "00000000" for col in columns[1 + len(DENSE) :] for v in col)
-        if len(hexes) != 8 * n * len(SPARSE):
+        hashes = [[v or "00000000" for v in col] for col in columns[1 + len(DENSE) :]]
+        if any(set(map(len, col)) != {8} for col in hashes):
             return None, None, None
-        sparse = np.frombuffer(bytes.fromhex(hexes), dtype=">u4").reshape(len(SPARSE), n).T.astype(np.int64)
+        raw = bytes.fromhex("".join("".join(col) for col in hashes))
+        sparse = np.frombuffer(raw, dtype=">u4").reshape(len(SPARSE), n).T.astype(np.int64)
     except ValueError:
         return None, None, None
     if ((labels != 0) & (labels != 1)).any():

@@ -17,14 +17,16 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from dlrs_bench.config.schema import DatasetOptions
 from dlrs_bench.data.base import CTRDataset, CTRSplit, Jagged, SparseFeature
 from dlrs_bench.data.cache import Manifest, open_cache
+from dlrs_bench.data.criteo import MLPERF_MULTI_HOT
 from dlrs_bench.data.splits import SplitFractions, split_rows
 from dlrs_bench.errors import UserInputError
 
+MULTI_HOT_PRIME = 2**31 - 1
 SplitProtocol = Literal["dlrm-7day", "last-day", "random", "temporal"]
 
 
@@ -32,6 +34,9 @@ class PreparedOptions(DatasetOptions):
     path: str = Field(description="folder written by `dlrs-bench data prepare`")
     split_fractions: SplitFractions = (0.8, 0.1, 0.1)
     split_seed: int = 2018
+    multi_hot_sizes: list[PositiveInt] | Literal["mlperf"] | None = Field(
+        None, description="MLPerf-style multi-hot synthesis: ids per bag per table ('mlperf' = DLRM-DCNv2 sizes)"
+    )
 
 
 class CriteoKaggleOptions(PreparedOptions):
@@ -83,20 +88,22 @@ class Prepared:
         manifest, labels, dense, sparse = open_cache(Path(options.path))
         if manifest.dataset != options.name:
             raise UserInputError(f"{options.path}: holds a prepared {manifest.dataset!r}, not {options.name!r}")
+        sizes = bag_sizes(options, len(manifest.features))
         splits = {}
         for name, rows in split_ranges(manifest, options).items():
-            ids = np.asarray(sparse[rows], dtype=np.int64)
+            ids = torch.from_numpy(np.asarray(sparse[rows], dtype=np.int64))
             values = (np.asarray(dense[rows], dtype=np.float32) if manifest.num_dense
                       else np.ones((len(rows), 1), np.float32))
             splits[name] = CTRSplit(
                 dense=torch.from_numpy(values),
-                sparse={f: Jagged.single(torch.from_numpy(np.ascontiguousarray(ids[:, j])))
-                        for j, f in enumerate(manifest.features)},
+                sparse={f: multi_hot(ids[:, j].contiguous(), n, size, j)
+                        for j, ((f, n), size) in enumerate(zip(manifest.features.items(), sizes))},
                 labels=torch.from_numpy(np.asarray(labels[rows], dtype=np.float32)),
             )
         return CTRDataset(
             name=options.name,
-            features=[SparseFeature(f, n) for f, n in manifest.features.items()],
+            features=[SparseFeature(f, n, multi_hot=size > 1)
+                      for (f, n), size in zip(manifest.features.items(), sizes)],
             num_dense=max(manifest.num_dense, 1),  # no dense features: one constant 1 (a bias input)
             splits=splits,
             info={"source": options.path, "split": {"protocol": options.split,
@@ -105,6 +112,31 @@ class Prepared:
                   "prepared": {"options": manifest.options, "inputs": [i.model_dump() for i in manifest.inputs],
                                "skipped": manifest.skipped["count"]}},
         )
+
+
+def bag_sizes(options: PreparedOptions, num_features: int) -> list[int]:
+    """Ids per bag of each feature (1 = the prepared one-hot data as is)."""
+    sizes = MLPERF_MULTI_HOT if options.multi_hot_sizes == "mlperf" else options.multi_hot_sizes or [1] * num_features
+    if len(sizes) != num_features:
+        raise UserInputError(f"multi_hot_sizes has {len(sizes)} entries for {num_features} sparse features")
+    return list(sizes)
+
+
+def multi_hot(ids: torch.Tensor, cardinality: int, size: int, table: int) -> Jagged:
+    """Bags of ``size`` ids per row: the row's own id, then ``size - 1`` ids derived from it by
+    fixed universal hashes into ``[0, cardinality)``.
+
+    MLPerf DLRM-DCNv2 materialises a random ``[n, size]`` table per feature for this; hashing the id
+    gives every id the same kind of fixed random companions without that memory.
+    """
+    if size == 1:
+        return Jagged.single(ids)
+    g = torch.Generator().manual_seed(7919 * (table + 1))
+    a = torch.randint(1, MULTI_HOT_PRIME, (size - 1,), generator=g)
+    b = torch.randint(0, MULTI_HOT_PRIME, (size - 1,), generator=g)
+    extra = (ids.unsqueeze(1) * a + b) % MULTI_HOT_PRIME % cardinality
+    bags = torch.cat([ids.unsqueeze(1), extra], dim=1)
+    return Jagged(bags.reshape(-1), torch.arange(len(ids) + 1, dtype=torch.int64) * size)
 
 
 class CriteoKaggle(Prepared):

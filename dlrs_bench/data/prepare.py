@@ -62,6 +62,10 @@ class RawFormat(Protocol):
     sparse_names: list[str]
     header: bool  # the first line of each file is a header to skip
 
+    def check_header(self, first_line: str) -> str | None:
+        """What is wrong with a file's first line (when ``header``), or None."""
+        ...
+
     def parse(self, lines: list[str], first_line: int) -> ParsedChunk:
         """Parse ``lines`` (``first_line`` = 1-based line number of ``lines[0]``); a bad line is
         reported in ``bad`` and left out."""
@@ -99,6 +103,11 @@ def prepare(
     for path in raw:
         if not path.is_file():
             raise UserInputError(f"{path}: no such file")
+        if fmt.header:
+            with path.open("r", encoding="utf-8", errors="replace") as f:
+                problem = fmt.check_header(f.readline())
+            if problem:
+                raise UserInputError(f"{path}:1: {problem}")
     started = time.perf_counter()
     skipped: list[str] = []
     bad_count = 0

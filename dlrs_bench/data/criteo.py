@@ -10,6 +10,7 @@ the minimum dense value of the whole input (TorchRec's ``criteo.py``).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import numpy as np
@@ -20,6 +21,7 @@ from dlrs_bench.data.textrows import row, split_columns
 DENSE = [f"I{i}" for i in range(1, 14)]
 SPARSE = [f"C{i}" for i in range(1, 27)]
 FIELDS = 1 + len(DENSE) + len(SPARSE)
+INTEGER = re.compile(r"-?[0-9]+")
 
 #: DLRM's per-table cardinalities on Kaggle (REFERENCE §1), sum 33,762,577.
 KAGGLE_CARDINALITIES = [1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27,
@@ -81,7 +83,7 @@ def _columns(columns: list[list[str]]) -> tuple[Any, Any, Any]:
             return None, None, None
         raw = bytes.fromhex("".join("".join(col) for col in hashes))
         sparse = np.frombuffer(raw, dtype=">u4").reshape(len(SPARSE), n).T.astype(np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):
         return None, None, None
     if ((labels != 0) & (labels != 1)).any():
         return None, None, None
@@ -93,8 +95,8 @@ def _row_problem(parts: list[str]) -> str | None:
     if parts[0] not in ("0", "1"):
         return f"label must be 0 or 1, got {parts[0]!r}"
     for name, v in zip(DENSE, parts[1 : 1 + len(DENSE)]):
-        if v and not v.lstrip("-").isdigit():
-            return f"{name} must be an integer, got {v!r}"
+        if v and (not INTEGER.fullmatch(v) or not -(2**63) <= int(v) < 2**63):
+            return f"{name} must be a 64-bit integer, got {v!r}"
     for name, v in zip(SPARSE, parts[1 + len(DENSE) :]):
         if v and (len(v) != 8 or any(c not in "0123456789abcdefABCDEF" for c in v)):
             return f"{name} must be 8 hex digits, got {v!r}"

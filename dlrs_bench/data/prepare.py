@@ -80,7 +80,7 @@ class RawFormat(Protocol):
 def read_chunks(path: Path, chunk_rows: int, header: bool) -> Iterator[tuple[int, list[str]]]:
     """(first line number, lines) of ``path``, ``chunk_rows`` lines at a time."""
     try:
-        f = path.open("r", encoding="utf-8", newline="")
+        f = path.open("r", encoding="utf-8", errors="replace", newline="")  # bad bytes → U+FFFD → a bad value
     except OSError as e:
         raise UserInputError(f"{path}: cannot read: {e.strerror}") from None
     with f:

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from kjt_helpers import bags_kjt, one_hot_kjt
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.compression.base import account, build_embeddings
@@ -23,18 +24,8 @@ def build(options, features=FEATURES, dim=DIM, seed=0):
     return build_embeddings(features, dim, options, CPU)
 
 
-def one_hot_kjt(ids_per_key: dict[str, list[int]]) -> KeyedJaggedTensor:
-    """One id per bag; every key must list the same number of rows."""
-    keys = list(ids_per_key)
-    values = torch.tensor([i for k in keys for i in ids_per_key[k]], dtype=torch.int64)
-    return KeyedJaggedTensor(keys=keys, values=values, lengths=torch.ones(len(values), dtype=torch.int32))
 
 
-def bags_kjt(bags_per_key: dict[str, list[list[int]]]) -> KeyedJaggedTensor:
-    keys = list(bags_per_key)
-    values = torch.tensor([i for k in keys for bag in bags_per_key[k] for i in bag], dtype=torch.int64)
-    lengths = torch.tensor([len(bag) for k in keys for bag in bags_per_key[k]], dtype=torch.int32)
-    return KeyedJaggedTensor(keys=keys, values=values, lengths=lengths)
 
 
 def all_ids_kjt(features=FEATURES) -> KeyedJaggedTensor:

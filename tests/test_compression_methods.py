@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import TINY_DATASET, TINY_MODEL
+from kjt_helpers import bags_kjt, one_hot_kjt
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
@@ -105,18 +106,8 @@ def one_thread():
 # ---------------------------------------------------------------- helpers
 
 
-def one_hot_kjt(ids_per_key: dict[str, list[int]]) -> KeyedJaggedTensor:
-    """One id per bag; every key lists the same number of rows."""
-    keys = list(ids_per_key)
-    values = torch.tensor([i for k in keys for i in ids_per_key[k]], dtype=torch.int64)
-    return KeyedJaggedTensor(keys=keys, values=values, lengths=torch.ones(len(values), dtype=torch.int32))
 
 
-def bags_kjt(bags_per_key: dict[str, list[list[int]]]) -> KeyedJaggedTensor:
-    keys = list(bags_per_key)
-    values = torch.tensor([i for k in keys for bag in bags_per_key[k] for i in bag], dtype=torch.int64)
-    lengths = torch.tensor([len(bag) for k in keys for bag in bags_per_key[k]], dtype=torch.int32)
-    return KeyedJaggedTensor(keys=keys, values=values, lengths=lengths)
 
 
 def all_ids_kjt(features: list[SparseFeature]) -> KeyedJaggedTensor:

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 from conftest import line_of
+from kjt_helpers import random_batch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -85,17 +86,6 @@ def make_model(opts: ModelOptions, kind: str = "none", features: list[SparseFeat
     return build_model(opts, num_dense, features, embeddings)
 
 
-def random_batch(batch: int, num_dense: int = NUM_DENSE, features: list[SparseFeature] = FEATURES, seed: int = 0):
-    """Dense ``[B, num_dense]`` and a KJT with 1 id per bag (1..3 for multi-hot features)."""
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.cat(
-        [torch.randint(1, 4, (batch,), generator=g) if f.multi_hot else torch.ones(batch, dtype=torch.int64)
-         for f in features]
-    ).to(torch.int32)
-    per_key = lengths.view(len(features), batch).sum(1).tolist()
-    values = torch.cat([torch.randint(0, f.cardinality, (n,), generator=g) for f, n in zip(features, per_key)])
-    kjt = KeyedJaggedTensor(keys=[f.name for f in features], values=values, lengths=lengths)
-    return torch.randn(batch, num_dense, generator=g), kjt
 
 
 def one_hot_kjt(ids_per_key: dict[str, list[int]]) -> KeyedJaggedTensor:
@@ -229,7 +219,7 @@ def linears(model: nn.Module) -> list[tuple[int, int, bool]]:
 def test_forward_and_backward_over_every_compressor(name, kind):
     model = make_model(options(name), kind)
     batch = 6
-    dense, kjt = random_batch(batch)
+    dense, kjt = random_batch(batch, NUM_DENSE, FEATURES)
     out = model(dense, kjt)
     assert out.shape == (batch,)
     assert torch.isfinite(out).all()
@@ -301,7 +291,7 @@ FLOP_CASES = [
 def test_flops_per_sample_matches_flop_counter(name, overrides):
     model = make_model(options(name, **overrides)).eval()
     batch = 32
-    dense, kjt = random_batch(batch)
+    dense, kjt = random_batch(batch, NUM_DENSE, FEATURES)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(dense, kjt)
     measured = counter.get_total_flops() / batch
@@ -315,7 +305,7 @@ def test_flops_per_sample_matches_flop_counter(name, overrides):
 
 @pytest.mark.parametrize("knob, value", [("n_l", 6), ("n_f", 6), ("k", 7), ("num_layers", 3)])
 def test_wukong_knobs_change_the_output(knob, value):
-    dense, kjt = random_batch(8)
+    dense, kjt = random_batch(8, NUM_DENSE, FEATURES)
     base = make_model(options("wukong")).eval()
     again = make_model(options("wukong")).eval()
     changed = make_model(options("wukong", **{knob: value})).eval()
@@ -370,7 +360,7 @@ def test_scale_dim_multiplies_the_embedding_dimension(name, factor):
     assert [t.dim for t in acc.per_table] == [d] * len(FEATURES)
     assert acc.params == sum(f.cardinality for f in FEATURES) * d
     assert count(model).total_params - count(model).dense_params == acc.params
-    dense, kjt = random_batch(5)
+    dense, kjt = random_batch(5, NUM_DENSE, FEATURES)
     out = model(dense, kjt)
     assert out.shape == (5,) and torch.isfinite(out).all()
     assert model.embeddings(kjt).values().shape == (5, len(FEATURES) * d)
@@ -393,7 +383,7 @@ def test_scale_mlp_multiplies_every_hidden_width(name, factor):
     # the logit layers stay width 1 and the embeddings are untouched
     assert sorted(o for _, o, _ in got if o == 1) == sorted(o for _, o, _ in before if o == 1)
     assert account(model.embeddings).params == account(model_base.embeddings).params
-    dense, kjt = random_batch(4)
+    dense, kjt = random_batch(4, NUM_DENSE, FEATURES)
     assert model(dense, kjt).shape == (4,)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kjt_helpers import random_batch
 from torch.utils.flop_counter import FlopCounterMode
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.compression.base import account, build_embeddings
 from dlrs_bench.compression.full import FullOptions
@@ -18,16 +18,6 @@ CPU = torch.device("cpu")
 FEATURES = [SparseFeature("a", 50), SparseFeature("b", 20), SparseFeature("c", 10, multi_hot=True)]
 
 
-def random_batch(batch: int, num_dense: int, features=FEATURES, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.cat(
-        [torch.randint(1, 4, (batch,), generator=g) if f.multi_hot else torch.ones(batch, dtype=torch.int64)
-         for f in features]
-    ).to(torch.int32)
-    per_key = lengths.view(len(features), batch).sum(1).tolist()
-    values = torch.cat([torch.randint(0, f.cardinality, (n,), generator=g) for f, n in zip(features, per_key)])
-    kjt = KeyedJaggedTensor(keys=[f.name for f in features], values=values, lengths=lengths)
-    return torch.randn(batch, num_dense, generator=g), kjt
 
 
 def dlrm(options: DLRMOptions, num_dense: int, compressor=None, features=FEATURES):
@@ -50,7 +40,7 @@ OPTIONS = [
 @pytest.mark.parametrize("options, num_dense", OPTIONS)
 def test_output_shape_and_finite(options, num_dense):
     model = dlrm(options, num_dense)
-    dense, kjt = random_batch(7, num_dense)
+    dense, kjt = random_batch(7, num_dense, FEATURES)
     out = model(dense, kjt)
     assert out.shape == (7,)
     assert torch.isfinite(out).all()
@@ -74,7 +64,7 @@ def test_dense_parameter_count_matches_formula(options, num_dense):
 def test_flops_per_sample_matches_flop_counter(options, num_dense):
     model = dlrm(options, num_dense)
     batch = 64
-    dense, kjt = random_batch(batch, num_dense)
+    dense, kjt = random_batch(batch, num_dense, FEATURES)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(dense, kjt)
     measured = counter.get_total_flops() / batch
@@ -92,7 +82,7 @@ def test_flops_formula_by_hand():
 def test_dlrm_over_hashed_embeddings(hashing):
     options = DLRMOptions(embedding_dim=8, bottom_mlp=[16, 8], top_mlp=[16, 1])
     full, hashed = dlrm(options, 4), dlrm(options, 4, hashing)
-    dense, kjt = random_batch(16, 4)
+    dense, kjt = random_batch(16, 4, FEATURES)
     out = hashed(dense, kjt)
     assert out.shape == (16,) and torch.isfinite(out).all()
     # same dense part, fewer embedding parameters
@@ -120,7 +110,7 @@ def test_training_reduces_loss_on_a_learnable_task():
     """A few Adam steps on a fixed batch whose label is a function of one id: the loss falls."""
     options = DLRMOptions(embedding_dim=8, bottom_mlp=[8], top_mlp=[16, 1])
     model = dlrm(options, 2)
-    dense, kjt = random_batch(128, 2, seed=3)
+    dense, kjt = random_batch(128, 2, FEATURES, seed=3)
     labels = (kjt.to_dict()["a"].values() % 2).float()
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     losses = []

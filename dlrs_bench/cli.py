@@ -146,7 +146,8 @@ def data_prepare(
              "on_error": on_error, **({"workers": workers} if workers else {})})
         fmt = raw_format(name.value, dense_transform=dense_transform, movielens_variant=movielens_variant)
     except ValidationError as e:
-        problems = [f"--{x['loc'][0].replace('_', '-')}: {x['msg']}" for x in e.errors()]
+        problems = [f"--{str((x['loc'] or ('numbering',))[0]).replace('_', '-')}: "
+                    f"{x['msg'].removeprefix('Value error, ')}" for x in e.errors()]
         raise _invalid(UserInputError(problems[0], problems)) from None
     except UserInputError as e:
         raise _invalid(e) from None

@@ -1,6 +1,3 @@
-"""Datasets as in-memory CTR splits, batched into TorchRec ``Batch`` objects."""
-
-from dlrs_bench.data.base import CTRDataset, CTRSplit, SparseFeature, build_dataset
-from dlrs_bench.data.batching import iter_batches
-
-__all__ = ["CTRDataset", "CTRSplit", "SparseFeature", "build_dataset", "iter_batches"]
+"""Datasets: in-memory CTR splits (``base``), batching into TorchRec ``Batch`` objects
+(``batching``), dataset plugins, and the raw-file preparation pipeline (``prepare``, which
+must stay importable without torch: its worker processes only parse text)."""

@@ -10,6 +10,7 @@ A format (Criteo, Avazu, MovieLens) only supplies a line parser and its column n
 from __future__ import annotations
 
 import concurrent.futures as futures
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from dlrs_bench.data.cache import CacheWriter, Manifest, describe_inputs, now
 from dlrs_bench.errors import UserInputError
@@ -40,8 +41,14 @@ class PrepareOptions(BaseModel):
     max_rows: PositiveInt | None = Field(None, description="cap per table: value mod max_rows first (MLPerf: 40M)")
     frequency_threshold: int = Field(0, ge=0, description="values seen fewer times share one 'rare' id")
     on_error: Literal["error", "skip"] = Field("error", description="bad lines: stop with file:line, or skip and count")
-    chunk_rows: PositiveInt = 262_144
+    chunk_rows: PositiveInt = Field(65_536, description="lines per parsed chunk (memory ≈ workers × chunk)")
     workers: PositiveInt = Field(default_factory=lambda: len(os.sched_getaffinity(0)))
+
+    @model_validator(mode="after")
+    def _modulo_needs_cap(self) -> PrepareOptions:
+        if self.numbering == "modulo" and self.max_rows is None:
+            raise ValueError("numbering 'modulo' needs max_rows")
+        return self
 
 
 @dataclass
@@ -89,7 +96,7 @@ def read_chunks(path: Path, chunk_rows: int, header: bool) -> Iterator[tuple[int
             f.readline()
             line_no = 2
         while True:
-            lines = f.readlines(chunk_rows * 128)  # a size hint, about chunk_rows Criteo-sized lines
+            lines = list(itertools.islice(f, chunk_rows))
             if not lines:
                 return
             yield line_no, lines
@@ -112,8 +119,9 @@ def prepare(
     skipped: list[str] = []
     bad_count = 0
     parts: list[int] = []
+    pool_type = InlineExecutor if options.workers == 1 else futures.ProcessPoolExecutor
     with CacheWriter(out, len(fmt.dense_names), len(fmt.sparse_names)) as writer, \
-            futures.ProcessPoolExecutor(max_workers=options.workers) as pool:
+            pool_type(max_workers=options.workers) as pool:
         for path in raw:
             before = writer.rows
             pending: list[futures.Future[ParsedChunk]] = []
@@ -167,14 +175,27 @@ def prepare(
     return manifest
 
 
+class InlineExecutor(futures.Executor):
+    """Runs each task at submit time in this process (one worker: no pool, no pickling)."""
+
+    def __init__(self, max_workers: int = 1) -> None:
+        del max_workers
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
+        future: futures.Future[Any] = futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(e)
+        return future
+
+
 def renumber(sparse: np.ndarray, column: int, options: PrepareOptions) -> int:
     """Renumber one column of raw values in place by ``options.numbering``; returns its cardinality."""
     values = np.asarray(sparse[:, column])
     if options.max_rows:
         values = values % options.max_rows
     if options.numbering == "modulo":
-        if options.max_rows is None:
-            raise UserInputError("numbering 'modulo' needs max_rows")
         sparse[:, column] = values
         return options.max_rows
     unique, first, inverse, counts = np.unique(values, return_index=True, return_inverse=True, return_counts=True)

@@ -722,3 +722,18 @@ def test_real_test_file_without_labels_is_refused(tmp_path):
     with pytest.raises(UserInputError, match=re.escape(f"{CRITEO_TEST_SAMPLE}:1:") + ".*expected 40.*got 39"):
         run_prepare(CRITEO_TEST_SAMPLE, tmp_path / "cache")
     assert not (tmp_path / "cache").exists() and not partial_folders(tmp_path)
+
+
+@pytest.mark.parametrize("numbering", ["dlrm", "torchrec"])
+def test_renumbering_in_small_blocks_matches_one_block(monkeypatch, numbering):
+    """The vocabulary and mapping passes work block by block (memory bounded by the vocabulary);
+    the ids must not depend on the block size."""
+    import dlrs_bench.data.prepare as prepare_module
+
+    raw = np.random.default_rng(3).integers(0, 40, (500, 2)).astype(np.int64) * 104729
+    options = PrepareOptions(numbering=numbering, frequency_threshold=3)
+    whole, blocks = raw.copy(), raw.copy()
+    sizes = [prepare_module.renumber(whole, j, options) for j in range(2)]
+    monkeypatch.setattr(prepare_module, "BLOCK_ROWS", 17)
+    assert [prepare_module.renumber(blocks, j, options) for j in range(2)] == sizes
+    assert np.array_equal(whole, blocks)

@@ -190,25 +190,53 @@ class InlineExecutor(futures.Executor):
         return future
 
 
+#: Rows per block of the vocabulary and mapping passes (memory: a block plus the vocabulary).
+BLOCK_ROWS = 1 << 22
+
+
 def renumber(sparse: np.ndarray, column: int, options: PrepareOptions) -> int:
-    """Renumber one column of raw values in place by ``options.numbering``; returns its cardinality."""
-    values = np.asarray(sparse[:, column])
-    if options.max_rows:
-        values = values % options.max_rows
+    """Renumber one column of raw values in place by ``options.numbering``; returns its cardinality.
+
+    Works block by block: memory grows with the column's vocabulary (bounded by ``max_rows``), not
+    with the number of rows.
+    """
+    n = len(sparse)
+
+    def block(lo: int) -> np.ndarray:
+        values = np.asarray(sparse[lo : lo + BLOCK_ROWS, column])
+        return values % options.max_rows if options.max_rows else values
+
     if options.numbering == "modulo":
-        sparse[:, column] = values
-        return options.max_rows
-    unique, first, inverse, counts = np.unique(values, return_index=True, return_inverse=True, return_counts=True)
+        for lo in range(0, n, BLOCK_ROWS):
+            sparse[lo : lo + BLOCK_ROWS, column] = block(lo)
+        return int(options.max_rows)
+    unique, counts, first = vocabulary((block(lo), lo) for lo in range(0, n, BLOCK_ROWS))
     keep = counts >= max(options.frequency_threshold, 1)
     if options.numbering == "torchrec":  # 1 = rare, kept values from 2 in order of first appearance
-        order = np.argsort(first[keep], kind="stable")
+        kept = np.flatnonzero(keep)[np.argsort(first[keep], kind="stable")]
         ids = np.ones(len(unique), dtype=np.int64)
-        kept = np.flatnonzero(keep)[order]
         ids[kept] = np.arange(2, 2 + len(kept))
         cardinality = 2 + len(kept)
     else:  # dlrm: sorted values; with a threshold, rare values share id 0 and the others start at 1
         shift = 1 if options.frequency_threshold > 1 else 0
         ids = np.where(keep, np.cumsum(keep) - 1 + shift, 0)
         cardinality = int(keep.sum()) + shift
-    sparse[:, column] = ids[inverse]
+    for lo in range(0, n, BLOCK_ROWS):
+        sparse[lo : lo + BLOCK_ROWS, column] = ids[np.searchsorted(unique, block(lo))]
     return int(cardinality)
+
+
+def vocabulary(blocks: Iterator[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted distinct values, their counts, the row of their first appearance) over ``blocks`` of
+    (values, first row number), merged block by block."""
+    unique = counts = first = np.zeros(0, dtype=np.int64)
+    for values, offset in blocks:
+        u, index, c = np.unique(values, return_index=True, return_counts=True)
+        merged = np.concatenate([unique, u])
+        order = np.argsort(merged, kind="stable")
+        merged = merged[order]
+        starts = np.flatnonzero(np.r_[True, merged[1:] != merged[:-1]])
+        counts = np.add.reduceat(np.concatenate([counts, c])[order], starts)
+        first = np.minimum.reduceat(np.concatenate([first, index + offset])[order], starts)
+        unique = merged[starts]
+    return unique, counts, first

@@ -109,6 +109,64 @@ def list_(what: Annotated[Listable, typer.Argument(help="what to list")]) -> Non
         console.print(f"{entry.name:24} {entry.help}", highlight=False)
 
 
+class FitX(str, Enum):
+    samples = "samples"
+    params = "params"
+    flops = "flops"
+
+
+class FitY(str, Enum):
+    ne = "ne"
+    logloss = "logloss"
+    auc = "auc"
+
+
+@app.command()
+def fit(
+    results: Annotated[list[Path], typer.Argument(help="result files or folders")],
+    x: Annotated[FitX, typer.Option("--x", help="samples consumed | total params | training FLOPs")] = FitX.samples,
+    y: Annotated[FitY, typer.Option("--y", help="metric of the best evaluation")] = FitY.ne,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Fit L(x) = α·x^(−β) + γ to finished results (seeds 001/003) with bootstrap intervals."""
+    import json
+
+    from dlrs_bench.compare.fit import fit_power_law
+    from dlrs_bench.results.collect import load_results
+
+    try:
+        finished = [r for r in load_results(results) if r.status != "failed"]
+        points = [(_resource(r, x.value), _quality(r, y.value)) for r in finished]
+        result = fit_power_law([p[0] for p in points], [p[1] for p in points])
+    except UserInputError as e:
+        raise _invalid(e) from None
+    except ValueError as e:
+        raise _invalid(UserInputError(f"cannot fit: {e}")) from None
+    if as_json:
+        console.print_json(json.dumps({"x": x.value, "y": y.value, **result.to_json()}))
+        return
+    console.print(f"L({x.value}) = α·x^(−β) + γ over {result.points} results ({y.value} of the best evaluation)")
+    for name in ("alpha", "beta", "gamma"):
+        low, high = getattr(result, f"{name}_ci")
+        console.print(f"  {name:5} = {getattr(result, name):.4g}   95% CI [{low:.4g}, {high:.4g}]")
+    console.print(f"  R²    = {result.r2:.4f}\n  phase = {result.phase} "
+                  f"(doubling x at the largest point: {100 * result.gain_from_doubling:.2f}% lower {y.value})")
+
+
+def _resource(result, x: str) -> float:
+    """samples consumed, total parameters, or training FLOPs (forward FLOPs/sample × samples)."""
+    if result.timing is None or result.model is None:
+        raise UserInputError(f"{result.suite}/{result.scenario_id}: no timing or model section")
+    samples = result.timing.samples
+    return {"samples": samples, "params": result.model.total_params,
+            "flops": result.model.flops_per_sample * samples}[x]
+
+
+def _quality(result, y: str) -> float:
+    best = result.best_metrics or result.metrics
+    return getattr(best, y)
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Prepare raw dataset files into the binary cache.")
 app.add_typer(data_app, name="data")
 

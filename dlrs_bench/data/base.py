@@ -113,16 +113,23 @@ class DatasetPlugin(Protocol):
     def build(options: Any) -> CTRDataset: ...
 
 
+SUBSET_FIELDS = {"num_samples", "fraction", "subset_seed"}
+
+
 def build_dataset(options: DatasetOptions) -> CTRDataset:
     """Build the dataset named by ``options.name`` (deterministic for given options), keeping
     the train subset that ``num_samples`` / ``fraction`` ask for."""
-    dataset = DATASETS.get(options.name).build(options)
-    train = dataset.splits["train"]
+    return take_subset(DATASETS.get(options.name).build(options), options)
+
+
+def take_subset(full: CTRDataset, options: DatasetOptions) -> CTRDataset:
+    """``full`` with its train split cut to the subset of ``options`` (``full`` is not modified)."""
+    train = full.splits["train"]
     keep = subset_rows(len(train), options)
-    if keep is not None:
-        dataset.splits["train"] = train.take(keep)
-        dataset.info["subset"] = {"rows": len(keep), "of": len(train), "seed": options.subset_seed}
-    return dataset
+    if keep is None:
+        return full
+    info = {**full.info, "subset": {"rows": len(keep), "of": len(train), "seed": options.subset_seed}}
+    return CTRDataset(full.name, full.features, full.num_dense, {**full.splits, "train": train.take(keep)}, info)
 
 
 def subset_rows(n: int, options: DatasetOptions) -> torch.Tensor | None:

@@ -13,11 +13,12 @@ from typing import Any, Protocol
 import torch
 
 from dlrs_bench.config.expand import ResolvedScenario, Suite
-from dlrs_bench.data.base import CTRDataset, build_dataset
+from dlrs_bench.data.base import SUBSET_FIELDS, CTRDataset, take_subset
 from dlrs_bench.engine.device import DeviceOverride, scenario_device
 from dlrs_bench.engine.train import ProgressFn, train
 from dlrs_bench.measure import env
 from dlrs_bench.measure.mllog import EventLog
+from dlrs_bench.registry import DATASETS
 from dlrs_bench.results.schema import SCHEMA_VERSION, ResultFile
 from dlrs_bench.results.store import ResultStore
 
@@ -55,13 +56,13 @@ class DatasetCache:
         self._built: dict[str, CTRDataset] = {}
 
     def get(self, options: Any) -> tuple[CTRDataset, float]:
-        """The dataset and the seconds spent building it now (0 when cached)."""
-        key = json.dumps(options.model_dump(mode="json"), sort_keys=True)
-        if key in self._built:
-            return self._built[key], 0.0
+        """The dataset (with its train subset) and the seconds spent building it now; the full
+        dataset is built once for all subsets of it."""
         t0 = time.perf_counter()
-        self._built[key] = build_dataset(options)
-        return self._built[key], time.perf_counter() - t0
+        key = json.dumps(options.model_dump(mode="json", exclude=SUBSET_FIELDS), sort_keys=True)
+        if key not in self._built:
+            self._built[key] = DATASETS.get(options.name).build(options)
+        return take_subset(self._built[key], options), time.perf_counter() - t0
 
 
 def run_jobs(jobs: list[Job], store: ResultStore, display: RunDisplay, resume: bool) -> list[ResultFile]:

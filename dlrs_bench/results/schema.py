@@ -56,6 +56,7 @@ class Timing(_Section):
     samples_per_s: float | None
     iter_ms: IterMs
     warmup_iters: int
+    samples: int | None = None  # training samples consumed
 
 
 class Memory(_Section):

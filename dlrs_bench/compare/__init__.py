@@ -1,0 +1,1 @@
+"""Comparisons: reference tables, scaling-law fits."""

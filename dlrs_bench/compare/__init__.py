@@ -1,1 +1,1 @@
-"""Comparisons: reference tables, scaling-law fits."""
+"""Comparing results with published reference tables: loading, matching, verdicts."""

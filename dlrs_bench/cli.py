@@ -109,6 +109,49 @@ def list_(what: Annotated[Listable, typer.Argument(help="what to list")]) -> Non
         console.print(f"{entry.name:24} {entry.help}", highlight=False)
 
 
+@app.command()
+def compare(
+    results: Annotated[list[Path], typer.Argument(help="result files or folders")],
+    baseline: Annotated[Path | None, typer.Option("--baseline", help="folder of baseline results")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Compare results with a baseline: a verdict per scenario and quality metric (exit 1 on
+    REGRESSED or FAILED)."""
+    import json
+
+    from rich.table import Table
+
+    from dlrs_bench.compare.verdicts import compare_with_baseline
+    from dlrs_bench.results.collect import load_results
+
+    if baseline is None:
+        raise _invalid(UserInputError("compare needs --baseline DIR (reference tables are not supported yet)"))
+    try:
+        comparisons = compare_with_baseline(load_results(results), load_results([baseline]))
+    except UserInputError as e:
+        raise _invalid(e) from None
+    if as_json:
+        console.print_json(json.dumps([c.to_json() for c in comparisons]))
+    else:
+        table = Table(title=f"compare with baseline {baseline}")
+        for column in ("scenario", "metric", "verdict", "current", "baseline", "Δ", "p", "iter p50 ×", "reason"):
+            table.add_column(column)
+        styles = {"PASS": "green", "IMPROVED": "green", "NOISE": "yellow", "NOT_COMPARABLE": "yellow"}
+        for c in comparisons:
+            table.add_row(
+                c.label, c.metric, f"[{styles.get(c.verdict, 'red')}]{c.verdict}[/]",
+                f"{c.current.mean:.4f} ± {c.current.std:.4f}" if c.current else "–",
+                f"{c.baseline.mean:.4f} ± {c.baseline.std:.4f}" if c.baseline else "–",
+                f"{c.delta:+.4f}" if c.delta is not None else "–",
+                f"{c.p_value:.3f}" if c.p_value is not None else "–",
+                f"{c.time_ratios['iter_p50_ms']:.2f}" if "iter_p50_ms" in c.time_ratios else "–",
+                c.reason,
+            )
+        console.print(table)
+    if any(c.verdict in ("REGRESSED", "FAILED") for c in comparisons):
+        raise typer.Exit(EXIT_FAILED)
+
+
 class FitX(str, Enum):
     samples = "samples"
     params = "params"

@@ -1,0 +1,140 @@
+"""Comparing results with a baseline: seed aggregation and one verdict per scenario and metric.
+
+Quality metrics are judged (``auc``: higher is better; ``ne``, ``logloss``: lower is better, on each
+run's best evaluation). With at least two seeds on both sides the change is tested with Welch's
+t-test: not significant (p ≥ 0.05) → NOISE. Otherwise the change is compared with the metric's
+tolerance: within it → PASS, better → IMPROVED, worse → REGRESSED. A failed current run → FAILED;
+no baseline, a failed baseline or a missing metric → NOT_COMPARABLE with the reason. Time metrics are
+never judged (machines differ); they are reported as ratios current / baseline.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from scipy import stats
+
+from dlrs_bench.results.schema import ResultFile
+
+#: Quality metrics: (higher is better, default tolerance as an absolute difference).
+QUALITY: dict[str, tuple[bool, float]] = {"auc": (True, 0.002), "ne": (False, 0.004), "logloss": (False, 0.003)}
+VERDICTS = ("PASS", "IMPROVED", "REGRESSED", "NOISE", "FAILED", "NOT_COMPARABLE")
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """Seed statistics of one metric: mean, standard deviation, olympic mean (min and max dropped
+    when there are at least 3 seeds, as MLPerf scores), and the values."""
+
+    mean: float
+    std: float
+    olympic_mean: float
+    values: list[float]
+
+    @classmethod
+    def of(cls, values: list[float]) -> Aggregate:
+        ordered = sorted(values)
+        olympic = ordered[1:-1] if len(ordered) >= 3 else ordered
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return cls(statistics.fmean(values), std, statistics.fmean(olympic), values)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    suite: str
+    scenario_id: str
+    label: str
+    metric: str
+    verdict: str
+    current: Aggregate | None
+    baseline: Aggregate | None
+    delta: float | None  # current mean - baseline mean
+    p_value: float | None
+    reason: str
+    time_ratios: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def quality(result: ResultFile, metric: str) -> float | None:
+    best = result.best_metrics or result.metrics
+    value = getattr(best, metric, None) if best is not None else None
+    return float(value) if value is not None else None
+
+
+def group(results: list[ResultFile]) -> dict[tuple[str, str], list[ResultFile]]:
+    """Results by (suite, scenario_id)."""
+    groups: dict[tuple[str, str], list[ResultFile]] = defaultdict(list)
+    for r in results:
+        groups[(r.suite, r.scenario_id)].append(r)
+    return groups
+
+
+def compare_with_baseline(current: list[ResultFile], baseline: list[ResultFile],
+                          metrics: tuple[str, ...] = ("auc", "ne"),
+                          tolerances: dict[str, float] | None = None) -> list[Comparison]:
+    """One comparison per (scenario of ``current``, metric)."""
+    base_groups = group(baseline)
+    out = []
+    for key, runs in sorted(group(current).items()):
+        label = str((runs[0].model_extra or {}).get("label", key[1]))
+        times = _time_ratios(runs, base_groups.get(key, []))
+        for metric in metrics:
+            out.append(_judge(key, label, metric, runs, base_groups.get(key, []), times,
+                              (tolerances or {}).get(metric, QUALITY[metric][1])))
+    return out
+
+
+def _judge(key: tuple[str, str], label: str, metric: str, runs: list[ResultFile], base: list[ResultFile],
+           times: dict[str, float], tolerance: float) -> Comparison:
+    def verdict(v: str, reason: str, cur=None, ref=None, delta=None, p=None) -> Comparison:
+        return Comparison(key[0], key[1], label, metric, v, cur, ref, delta, p, reason, times)
+
+    if any(r.status == "failed" for r in runs):
+        failed = next(r for r in runs if r.status == "failed")
+        return verdict("FAILED", f"seed {failed.seed}: {failed.error.type if failed.error else 'failed'}")
+    if not base:
+        return verdict("NOT_COMPARABLE", "no baseline result for this scenario id")
+    if any(r.status == "failed" for r in base):
+        return verdict("NOT_COMPARABLE", "the baseline run failed")
+    cur_values = [quality(r, metric) for r in runs]
+    base_values = [quality(r, metric) for r in base]
+    if None in cur_values or None in base_values:
+        return verdict("NOT_COMPARABLE", f"{metric} missing")
+    cur, ref = Aggregate.of(cur_values), Aggregate.of(base_values)
+    delta = cur.mean - ref.mean
+    better = delta if QUALITY[metric][0] else -delta
+    p_value = None
+    if len(cur_values) >= 2 and len(base_values) >= 2 and (cur.std > 0 or ref.std > 0):
+        p_value = float(stats.ttest_ind(cur_values, base_values, equal_var=False).pvalue)
+        if p_value >= ALPHA:
+            return verdict("NOISE", f"Welch t-test p = {p_value:.3f} ≥ {ALPHA}", cur, ref, delta, p_value)
+    if abs(delta) <= tolerance:
+        return verdict("PASS", f"|Δ| ≤ tolerance {tolerance:g}", cur, ref, delta, p_value)
+    word = "IMPROVED" if better > 0 else "REGRESSED"
+    return verdict(word, f"Δ {delta:+.4f} beyond tolerance {tolerance:g}", cur, ref, delta, p_value)
+
+
+def _time_ratios(runs: list[ResultFile], base: list[ResultFile]) -> dict[str, float]:
+    """current / baseline of mean iter p50 and time to target, where both exist."""
+    def mean(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return statistics.fmean(known) if known and len(known) == len(values) else None
+
+    pairs = {
+        "iter_p50_ms": ([r.timing.iter_ms.p50 if r.timing else None for r in runs],
+                        [r.timing.iter_ms.p50 if r.timing else None for r in base]),
+        "time_to_target_s": ([r.target.time_to_target_s if r.target else None for r in runs],
+                             [r.target.time_to_target_s if r.target else None for r in base]),
+    }
+    ratios = {}
+    for name, (cur, ref) in pairs.items():
+        c, b = mean(cur), mean(ref) if ref else None
+        if c is not None and b:
+            ratios[name] = c / b
+    return ratios

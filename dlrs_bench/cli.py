@@ -152,6 +152,23 @@ def compare(
         raise typer.Exit(EXIT_FAILED)
 
 
+@app.command()
+def report(
+    results: Annotated[list[Path], typer.Argument(help="result files or folders")],
+    out: Annotated[Path, typer.Option("--out", help="folder for the PNG plots and report.md")],
+) -> None:
+    """Plot results (AUC vs ratio, time to target, AUC–memory Pareto front, scaling fits) and write
+    a markdown summary."""
+    from dlrs_bench.compare.report import write_report
+    from dlrs_bench.results.collect import load_results
+
+    try:
+        path = write_report(load_results(results), out)
+    except UserInputError as e:
+        raise _invalid(e) from None
+    console.print(f"[green]wrote[/] {path} and {len(list(out.glob('*.png')))} plot(s)")
+
+
 class FitX(str, Enum):
     samples = "samples"
     params = "params"

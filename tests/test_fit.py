@@ -62,6 +62,13 @@ def test_fit_command_on_a_data_scaling_run(tmp_path: Path, write_suite) -> None:
     assert data["points"] == 4 and data["x"] == "samples" and data["beta"] >= 0
     assert set(data) >= {"alpha", "beta", "gamma", "r2", "alpha_ci", "beta_ci", "gamma_ci", "phase"}
 
+    report = runner.invoke(app, ["report", str(tmp_path / "r"), "--out", str(tmp_path / "report")])
+    assert report.exit_code == 0, report.output
+    assert (tmp_path / "report" / "scaling_samples.png").stat().st_size > 10_000
+    assert (tmp_path / "report" / "pareto.png").exists()
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "![" in markdown and "scaling_samples.png" in markdown and markdown.count("| num_samples=") == 4
+
 
 def test_fit_command_errors_exit_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["fit", str(tmp_path / "missing")])

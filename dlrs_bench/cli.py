@@ -113,27 +113,31 @@ def list_(what: Annotated[Listable, typer.Argument(help="what to list")]) -> Non
 def compare(
     results: Annotated[list[Path], typer.Argument(help="result files or folders")],
     baseline: Annotated[Path | None, typer.Option("--baseline", help="folder of baseline results")] = None,
+    reference: Annotated[Path | None, typer.Option("--reference", help="reference table file or folder")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
-    """Compare results with a baseline: a verdict per scenario and quality metric (exit 1 on
-    REGRESSED or FAILED)."""
+    """Compare results with a baseline or with published reference tables: a verdict per scenario
+    and quality metric (exit 1 on REGRESSED or FAILED)."""
     import json
 
     from rich.table import Table
 
-    from dlrs_bench.compare.verdicts import compare_with_baseline
+    from dlrs_bench.compare.reference import load_references
+    from dlrs_bench.compare.verdicts import compare_with_baseline, compare_with_reference
     from dlrs_bench.results.collect import load_results
 
-    if baseline is None:
-        raise _invalid(UserInputError("compare needs --baseline DIR (reference tables are not supported yet)"))
+    if (baseline is None) == (reference is None):
+        raise _invalid(UserInputError("compare needs exactly one of --baseline DIR or --reference FILE|DIR"))
     try:
-        comparisons = compare_with_baseline(load_results(results), load_results([baseline]))
+        current = load_results(results)
+        comparisons = (compare_with_baseline(current, load_results([baseline])) if baseline
+                       else compare_with_reference(current, load_references(reference)))
     except UserInputError as e:
         raise _invalid(e) from None
     if as_json:
         console.print_json(json.dumps([c.to_json() for c in comparisons]))
     else:
-        table = Table(title=f"compare with baseline {baseline}")
+        table = Table(title=f"compare with {'baseline' if baseline else 'reference'} {baseline or reference}")
         for column in ("scenario", "metric", "verdict", "current", "baseline", "Δ", "p", "iter p50 ×", "reason"):
             table.add_column(column)
         styles = {"PASS": "green", "IMPROVED": "green", "NOISE": "yellow", "NOT_COMPARABLE": "yellow"}

@@ -89,4 +89,57 @@ def test_ci_gate_passes_and_a_degraded_result_fails(tmp_path: Path) -> None:
 
 def test_compare_needs_a_baseline(tmp_path: Path) -> None:
     result = runner.invoke(app, ["compare", str(BASELINE)])
-    assert result.exit_code == 2 and "--baseline" in result.output
+    assert result.exit_code == 2 and "--baseline" in result.output and "--reference" in result.output
+
+
+REFERENCE_TABLE = """\
+source: test table
+table: Table T
+dataset: movielens-latest-small
+rows:
+  - {model: dlrm, compressor: none, ratio: 1, metric: auc, value: 0.800, tolerance: 0.002, units: AUC}
+  - {model: dlrm, compressor: hashing, ratio: 4, metric: auc, low: 0.79, high: 0.81, units: AUC}
+"""
+
+
+def with_spec(template: dict, compressor: dict, auc: float, seed: int = 0, scenario_id: str = "s1") -> ResultFile:
+    data = copy.deepcopy(template)
+    data["scenario"]["compressor"] = compressor
+    data["scenario"]["model"]["name"] = "dlrm"
+    data["scenario"]["dataset"]["name"] = "movielens-latest-small"
+    data.update(seed=seed, scenario_id=scenario_id, status="reached")
+    data["best_metrics"]["auc"] = auc
+    return ResultFile.model_validate(data)
+
+
+def test_reference_verdicts(template, tmp_path: Path) -> None:
+    from dlrs_bench.compare.reference import load_references
+    from dlrs_bench.compare.verdicts import compare_with_reference
+
+    (tmp_path / "t.yaml").write_text(REFERENCE_TABLE)
+    tables = load_references(tmp_path)
+
+    def verdict(results: list[ResultFile]) -> str:
+        (only,) = [c.verdict for c in compare_with_reference(results, tables)]
+        return only
+
+    full = {"kind": "none"}
+    assert verdict([with_spec(template, full, 0.801)]) == "PASS"
+    assert verdict([with_spec(template, full, 0.810)]) == "IMPROVED"
+    assert verdict([with_spec(template, full, 0.780)]) == "REGRESSED"
+    assert verdict([with_spec(template, full, a, seed=i) for i, a in enumerate([0.79, 0.81, 0.80])]) == "NOISE"
+    assert verdict([with_spec(template, {"kind": "hashing", "ratio": 4}, 0.805)]) == "PASS"  # inside the range
+    assert verdict([with_spec(template, {"kind": "hashing", "ratio": 16}, 0.805)]) == "NOT_COMPARABLE"
+
+
+def test_compare_reference_command_exit_codes(template, tmp_path: Path) -> None:
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "t.yaml").write_text(REFERENCE_TABLE)
+    run = tmp_path / "results" / "s" / "s1"
+    run.mkdir(parents=True)
+    (run / "seed0.json").write_text(with_spec(template, {"kind": "none"}, 0.70).model_dump_json())
+    result = runner.invoke(app, ["compare", str(tmp_path / "results"), "--reference", str(tmp_path / "ref")])
+    assert result.exit_code == 1 and "REGRESSED" in result.output and "Table T" in result.output
+    both = runner.invoke(app, ["compare", str(tmp_path / "results"), "--reference", str(tmp_path / "ref"),
+                               "--baseline", str(BASELINE)])
+    assert both.exit_code == 2

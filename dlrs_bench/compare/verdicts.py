@@ -138,3 +138,79 @@ def _time_ratios(runs: list[ResultFile], base: list[ResultFile]) -> dict[str, fl
         if c is not None and b:
             ratios[name] = c / b
     return ratios
+
+
+def scenario_keys(result: ResultFile) -> dict[str, Any]:
+    """The reference-table match keys of a result's scenario."""
+    spec = result.scenario
+    compressor = spec.get("compressor", {})
+    keys = {
+        "dataset": spec["dataset"]["name"],
+        "model": spec["model"]["name"],
+        "compressor": compressor.get("kind", "none"),
+        "ratio": float(compressor.get("ratio", 1.0)),
+        "dim": spec["model"].get("embedding_dim"),
+        "chunk": compressor.get("chunk"),
+        "gradient": compressor.get("gradient"),
+        "fusion": compressor.get("fusion"),
+        "split": spec.get("train", {}).get("eval_split"),
+        "batch_size": spec.get("train", {}).get("batch_size"),
+        "gpus": spec.get("gpus") or None,
+    }
+    return {k: v for k, v in keys.items() if v is not None}
+
+
+def compare_with_reference(current: list[ResultFile], tables: list[Any]) -> list[Comparison]:
+    """Quality verdicts of ``current`` against published rows (``auc``, ``ne``, ``logloss``) whose
+    every match key equals the scenario's; a scenario no row matches is NOT_COMPARABLE."""
+    out = []
+    for key, runs in sorted(group(current).items()):
+        label = str((runs[0].model_extra or {}).get("label", key[1]))
+        keys = scenario_keys(runs[0])
+        matched = [(t, row) for t in tables for row in t.rows
+                   if row.metric in QUALITY and all(keys.get(k) == v for k, v in row.keys().items())]
+        if not matched:
+            wanted = ", ".join(f"{k}={keys[k]}" for k in ("dataset", "model", "compressor", "ratio"))
+            out.append(Comparison(key[0], key[1], label, "-", "NOT_COMPARABLE", None, None, None, None,
+                                  f"no published row for {wanted}", {}))
+            continue
+        for table, row in matched:
+            out.append(_judge_reference(key, label, runs, table, row))
+    return out
+
+
+def _judge_reference(key: tuple[str, str], label: str, runs: list[ResultFile], table: Any, row: Any) -> Comparison:
+    where = f"{table.table} ({table.path.name if table.path else table.source[:30]})"
+
+    def verdict(v: str, reason: str, cur=None, delta=None, p=None) -> Comparison:
+        return Comparison(key[0], key[1], label, row.metric, v, cur, None, delta, p, f"{where}: {reason}", {})
+
+    if any(r.status == "failed" for r in runs):
+        return verdict("FAILED", "a run failed")
+    values = [quality(r, row.metric) for r in runs]
+    if None in values:
+        return verdict("NOT_COMPARABLE", f"{row.metric} missing")
+    if row.value is None and row.low is None and row.high is None:
+        return verdict("NOT_COMPARABLE", "the published row is yes/no, not a number")
+    cur = Aggregate.of(values)
+    bounds = [b for b in (row.low, row.high) if b is not None]
+    reference = row.value if row.value is not None else sum(bounds) / len(bounds)
+    delta = cur.mean - reference
+    p_value = None
+    if len(values) >= 2 and cur.std > 0 and row.value is not None:
+        p_value = float(stats.ttest_1samp(values, row.value).pvalue)
+        if p_value >= ALPHA:
+            reason = f"published {row.value:g}; one-sample t-test p = {p_value:.3f}"
+            return verdict("NOISE", reason, cur, delta, p_value)
+    if row.accepts(cur.mean):
+        return verdict("PASS", f"published {_published(row)} {row.units}", cur, delta, p_value)
+    better = (delta > 0) == QUALITY[row.metric][0]
+    return verdict("IMPROVED" if better else "REGRESSED", f"published {_published(row)} {row.units}",
+                   cur, delta, p_value)
+
+
+def _published(row: Any) -> str:
+    tol = f" ± {row.tolerance:g}" if row.tolerance else ""
+    if row.value is not None:
+        return f"{row.value:g}{tol}"
+    return f"[{row.low if row.low is not None else '-inf'}, {row.high if row.high is not None else 'inf'}]{tol}"

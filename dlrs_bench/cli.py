@@ -191,23 +191,26 @@ def fit(
     x: Annotated[FitX, typer.Option("--x", help="samples consumed | total params | training FLOPs")] = FitX.samples,
     y: Annotated[FitY, typer.Option("--y", help="metric of the best evaluation")] = FitY.ne,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    seed003: Annotated[bool, typer.Option("--compare-seed003", help="check β, R², phase against seed 003")] = False,
 ) -> None:
     """Fit L(x) = α·x^(−β) + γ to finished results (seeds 001/003) with bootstrap intervals."""
     import json
 
-    from dlrs_bench.compare.fit import fit_power_law
+    from dlrs_bench.compare.fit import compare_with_seed003, fit_power_law
+    from dlrs_bench.compare.reference import load_reference
     from dlrs_bench.results.collect import load_results
 
     try:
         finished = [r for r in load_results(results) if r.status != "failed"]
         points = [(_resource(r, x.value), _quality(r, y.value)) for r in finished]
         result = fit_power_law([p[0] for p in points], [p[1] for p in points])
+        checks = compare_with_seed003(result, x.value, load_reference(SEED003_TABLE)) if seed003 else []
     except UserInputError as e:
         raise _invalid(e) from None
     except ValueError as e:
         raise _invalid(UserInputError(f"cannot fit: {e}")) from None
     if as_json:
-        console.print_json(json.dumps({"x": x.value, "y": y.value, **result.to_json()}))
+        console.print_json(json.dumps({"x": x.value, "y": y.value, **result.to_json(), "seed003": checks}))
         return
     console.print(f"L({x.value}) = α·x^(−β) + γ over {result.points} results ({y.value} of the best evaluation)")
     for name in ("alpha", "beta", "gamma"):
@@ -215,6 +218,15 @@ def fit(
         console.print(f"  {name:5} = {getattr(result, name):.4g}   95% CI [{low:.4g}, {high:.4g}]")
     console.print(f"  R²    = {result.r2:.4f}\n  phase = {result.phase} "
                   f"(doubling x at the largest point: {100 * result.gain_from_doubling:.2f}% lower {y.value})")
+    for check in checks:
+        word = "[green]agrees[/]" if check["agrees"] else "[yellow]differs[/]"
+        measured = check["measured"]
+        shown = ("saturated" if measured else "not saturated") if isinstance(measured, bool) else f"{measured:.4g}"
+        console.print(f"  seed 003 ({check['resource']}): {check['metric']} published {check['published']}, "
+                      f"measured {shown} → {word}", highlight=False)
+
+
+SEED003_TABLE = Path(__file__).resolve().parent.parent / "reference_results" / "seed003_table1_scaling_laws.yaml"
 
 
 def _resource(result, x: str) -> float:

@@ -76,3 +76,17 @@ def test_fit_command_errors_exit_2(tmp_path: Path) -> None:
     (tmp_path / "seed0.json").write_text("{}", encoding="utf-8")
     result = runner.invoke(app, ["fit", str(tmp_path)])
     assert result.exit_code == 2 and "not a dlrs-bench result file" in result.output
+
+
+def test_fit_compares_with_seed003_ranges():
+    from dlrs_bench.cli import SEED003_TABLE
+    from dlrs_bench.compare.fit import compare_with_seed003
+    from dlrs_bench.compare.reference import load_reference
+
+    x = np.logspace(5, 9, 12)
+    fit = fit_power_law(x, 0.07 * (x / 1e5) ** -0.1 + 0.97, bootstrap=10)  # in seed 003's data range
+    checks = {c["metric"]: c for c in compare_with_seed003(fit, "samples", load_reference(SEED003_TABLE))}
+    assert set(checks) == {"beta", "r2", "saturated"}
+    assert checks["beta"]["agrees"] and checks["beta"]["published"] == "0.09–0.12"
+    steep = fit_power_law(x, 5 * (x / 1e5) ** -0.6 + 0.5, bootstrap=10)
+    assert not compare_with_seed003(steep, "samples", load_reference(SEED003_TABLE))[0]["agrees"]

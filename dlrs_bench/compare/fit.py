@@ -87,3 +87,28 @@ def fit_power_law(x: list[float] | np.ndarray, y: list[float] | np.ndarray, boot
         gamma_ci=(float(low[2]), float(high[2])),
         phase="high-return" if gain >= HIGH_RETURN else "saturating", gain_from_doubling=float(gain),
     )
+
+
+#: ``--x`` of ``dlrs-bench fit`` → the seed 003 resource it corresponds to.
+SEED003_RESOURCE = {"samples": "data", "params": "parameters", "flops": "compute"}
+#: Seed 003's α and γ are in normalised NE, so only the scale-free numbers are compared.
+SEED003_METRICS = ("beta", "r2", "saturated")
+
+
+def compare_with_seed003(fit: PowerLawFit, x: str, table: object) -> list[dict[str, object]]:
+    """This fit against seed 003 Table 1 (DLRM) for the resource of ``x``: β, R² and saturation."""
+    resource = SEED003_RESOURCE[x]
+    out = []
+    for row in table.rows:  # type: ignore[attr-defined]
+        if row.resource != resource or row.split is not None or row.metric not in SEED003_METRICS:
+            continue
+        if row.metric == "saturated":
+            measured, within = fit.phase == "saturating", (fit.phase == "saturating") == row.reached
+            published = "saturated" if row.reached else "not saturated"
+        else:
+            measured = getattr(fit, row.metric)
+            within = row.accepts(measured) if row.metric == "beta" else measured >= (row.value or 0)
+            published = f"{row.value:g}" if row.value is not None else f"{row.low:g}–{row.high:g}"
+        out.append({"metric": row.metric, "resource": resource, "published": published,
+                    "measured": measured, "agrees": bool(within)})
+    return out

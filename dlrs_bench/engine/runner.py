@@ -15,6 +15,7 @@ import torch
 from dlrs_bench.config.expand import ResolvedScenario, Suite
 from dlrs_bench.data.base import SUBSET_FIELDS, CTRDataset, take_subset
 from dlrs_bench.engine.device import DeviceOverride, scenario_device
+from dlrs_bench.engine.memory_plan import check_fits, estimate
 from dlrs_bench.engine.train import ProgressFn, train
 from dlrs_bench.measure import env
 from dlrs_bench.measure.mllog import EventLog
@@ -116,6 +117,8 @@ def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: Progres
         try:
             dataset, data_time = cache.get(scenario.spec.dataset)
             result["dataset"] = dataset.summary()
+            if job.device.type == "cuda":  # refuse what cannot fit before allocating anything
+                check_fits(estimate(scenario.spec, dataset), torch.cuda.get_device_properties(job.device).total_memory)
             outcome = train(scenario.spec, dataset, seed, job.device, log, progress)
         except Exception as e:  # noqa: BLE001 - a failing scenario is recorded and the suite goes on
             result["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}

@@ -1,0 +1,55 @@
+"""The memory planner: estimates per GPU and the refusal of what cannot fit (MLPerf DLRM tables)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dlrs_bench.config.schema import validate_scenario
+from dlrs_bench.data.base import CTRDataset, SparseFeature
+from dlrs_bench.data.criteo import TERABYTE_CARDINALITIES
+from dlrs_bench.engine.memory_plan import GIB, MemoryPlanError, check_fits, estimate
+
+MLPERF_MODEL = {"name": "dcnv2", "embedding_dim": 128, "bottom_mlp": [512, 256, 128], "cross_layers": 3,
+                "low_rank": 512, "top_mlp": [1024, 1024, 512, 256, 1]}
+TERABYTE = CTRDataset("criteo-tb", [SparseFeature(f"C{i}", n) for i, n in enumerate(TERABYTE_CARDINALITIES)], 13, {})
+
+
+def scenario(compressor: dict | None = None, model: dict = MLPERF_MODEL):
+    spec, errors = validate_scenario({
+        "dataset": {"name": "synthetic"}, "model": model, "compressor": compressor or {"kind": "none"},
+        "train": {"batch_size": 65536, "optimizer": "adagrad"}, "target": {"value": 0.80275}, "gpus": 1})
+    assert not errors, errors
+    return spec
+
+
+def test_mlperf_tables_are_97_gib_and_refused_on_one_80gb_gpu():
+    plan = estimate(scenario(), TERABYTE)
+    assert plan.embedding_params == sum(TERABYTE_CARDINALITIES) * 128  # 26.1 B parameters
+    assert plan.embedding_params * 4 / GIB == pytest.approx(97.4, abs=0.1)
+    with pytest.raises(MemoryPlanError) as refused:
+        check_fits(plan, 80 * GIB)
+    message = str(refused.value)
+    assert "per GPU" in message and "tables 97.4" in message
+    assert "compression ratio of at least" in message and "GPUs with the tables sharded" in message
+
+
+def test_the_advice_fits():
+    plan = estimate(scenario(), TERABYTE)
+    with pytest.raises(MemoryPlanError) as refused:
+        check_fits(plan, 80 * GIB)
+    words = str(refused.value).split()
+    ratio = float(words[words.index("least") + 1].rstrip("x"))
+    gpus = int(words[words.index("or") + 1])
+    assert plan.per_gpu(gpus=gpus) <= 0.9 * 80 * GIB < plan.per_gpu(gpus=gpus - 1)
+    assert plan.per_gpu(embedding_scale=1 / ratio) <= 0.9 * 80 * GIB * 1.001
+
+
+def test_compression_makes_it_fit():
+    robe = estimate(scenario(compressor={"kind": "robe", "ratio": 1000, "chunk": 32}), TERABYTE)
+    assert robe.embedding_params == pytest.approx(sum(TERABYTE_CARDINALITIES) * 128 / 1000, rel=1e-3)
+    check_fits(robe, 80 * GIB)  # does not raise
+
+
+def test_sharding_over_gpus_divides_the_tables():
+    plan = estimate(scenario(), TERABYTE)
+    assert plan.per_gpu(gpus=8) < plan.per_gpu(gpus=1) / 6

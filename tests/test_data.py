@@ -336,3 +336,26 @@ def test_iter_batches_shuffled_covers_every_row_once_and_is_reproducible():
     assert not torch.equal(first, row_id)  # actually shuffled
     assert torch.equal(order(7), first)  # same seed, same order
     assert not torch.equal(order(8), first)
+
+
+@pytest.mark.gpu
+def test_prefetch_moves_every_batch_in_order_and_stops_early():
+    import threading
+
+    from dlrs_bench.data.batching import iter_batches, prefetch
+    from dlrs_bench.data.synthetic import Synthetic, SyntheticOptions
+
+    split = Synthetic.build(SyntheticOptions(rows=2000, cardinalities=[50, 20], num_dense=3)).splits["train"]
+    keys = ["t0", "t1"]
+    device = torch.device("cuda", 0)
+    expected = list(iter_batches(split, 128, keys, torch.Generator().manual_seed(1)))
+    got = list(prefetch(iter(iter_batches(split, 128, keys, torch.Generator().manual_seed(1))), device))
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert a.labels.device.type == "cuda"
+        assert torch.equal(a.labels.cpu(), b.labels) and torch.equal(a.sparse_features.values().cpu(),
+                                                                     b.sparse_features.values())
+    early = prefetch(iter(iter_batches(split, 128, keys)), device)
+    next(early)
+    early.close()
+    assert not any(t.name == "dlrs-bench-prefetch" and t.is_alive() for t in threading.enumerate())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -45,3 +47,46 @@ def iter_batches(
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for begin in range(0, n, batch_size):
         yield make_batch(split, order[begin : begin + batch_size], keys)
+
+
+def prefetch(batches: Iterator[Batch], device: torch.device, depth: int = 2) -> Iterator[Batch]:
+    """``batches`` built and moved to the CUDA ``device`` by a background thread, ``depth`` ahead.
+
+    Building a batch (gathers, KJT) and the host-to-device copy (from pinned memory, asynchronous)
+    overlap with the training step; torch releases the GIL in its kernels. Errors in the thread are
+    raised here; closing the iterator stops the thread.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for batch in batches:
+                batch = batch.pin_memory().to(device, non_blocking=True)
+                while not stop.is_set():
+                    try:
+                        ready.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            ready.put(e)
+
+    thread = threading.Thread(target=work, daemon=True, name="dlrs-bench-prefetch")
+    thread.start()
+    try:
+        while (item := ready.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)

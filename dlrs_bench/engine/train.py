@@ -23,7 +23,7 @@ from dlrs_bench.compression.base import account, build_embeddings
 from dlrs_bench.compression.rows import RowScaledEmbedding, scaled_features
 from dlrs_bench.config.schema import Scenario, TargetSpec
 from dlrs_bench.data.base import CTRDataset, CTRSplit
-from dlrs_bench.data.batching import iter_batches
+from dlrs_bench.data.batching import iter_batches, prefetch
 from dlrs_bench.engine.optim import build_optimizer
 from dlrs_bench.measure.memory import MemorySampler
 from dlrs_bench.measure.metrics import all_metrics
@@ -147,8 +147,10 @@ def train(
         while not stop:
             log.start("epoch_start", epoch_num=epoch)
             generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            for batch in iter_batches(train_split, cfg.batch_size, keys, generator):
-                batch = batch.to(device, non_blocking=True)
+            batches = iter_batches(train_split, cfg.batch_size, keys, generator)
+            if device.type == "cuda":  # overlap batching and the copy with GPU work (on CPU it only competes)
+                batches = prefetch(batches, device)
+            for batch in batches:
                 timer.start()
                 logits = model(batch.dense_features, batch.sparse_features)
                 loss = loss_fn(logits, batch.labels)
@@ -171,6 +173,7 @@ def train(
                     progress(step, max_steps, last)
                 if stop:
                     break
+            batches.close()
             log.end("epoch_stop", epoch_num=epoch)
             epoch += 1
         wall = time.perf_counter() - run_start

@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from dlrs_bench.config.yaml_lines import load_yaml
+from dlrs_bench.config.yaml_lines import line_of, load_yaml
 from dlrs_bench.errors import UserInputError
 
 Direction = Literal["higher", "lower"] | None
@@ -323,9 +323,7 @@ def load_reference(path: str | Path) -> ReferenceTable:
     data, lines = load_yaml(path)
 
     def line(loc: Loc) -> int:
-        while loc not in lines:
-            loc = loc[:-1]
-        return lines[loc]
+        return line_of(lines, loc)
 
     if not isinstance(data, dict):
         raise UserInputError(f"{path}:{line(())}: a reference file must be a mapping (source, table, rows, ...)")

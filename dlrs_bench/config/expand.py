@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dlrs_bench.config.schema import PLUGIN_BLOCKS, Loc, Scenario, SuiteFile, _message, validate_scenario
-from dlrs_bench.config.yaml_lines import load_yaml
+from dlrs_bench.config.yaml_lines import line_of, load_yaml
 from dlrs_bench.errors import UserInputError
 
 #: Resolved-scenario path → path in the YAML document it came from.
@@ -66,9 +66,7 @@ def load_suite(path: str | Path) -> Suite:
     data, lines = load_yaml(path)
 
     def where(doc_path: Loc) -> int:
-        while doc_path not in lines:
-            doc_path = doc_path[:-1]
-        return lines[doc_path]
+        return line_of(lines, doc_path)
 
     if not isinstance(data, dict):
         raise UserInputError(f"{path}:{where(())}: a suite file must be a mapping (name, defaults, matrix, ...)")

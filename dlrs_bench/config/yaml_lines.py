@@ -59,3 +59,10 @@ def _walk(node: yaml.Node, at: Path_, lines: dict[Path_, int], path: Path) -> No
         for i, item in enumerate(node.value):
             lines[(*at, i)] = item.start_mark.line + 1
             _walk(item, (*at, i), lines, path)
+
+
+def line_of(lines: dict[Path_, int], at: Path_) -> int:
+    """The line of ``at``, or of its nearest enclosing path that the document has."""
+    while at not in lines:
+        at = at[:-1]
+    return lines[at]

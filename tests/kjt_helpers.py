@@ -34,3 +34,12 @@ def random_batch(batch: int, num_dense: int, features: list[SparseFeature], seed
     values = torch.cat([torch.randint(0, f.cardinality, (n,), generator=g) for f, n in zip(features, per_key)])
     kjt = KeyedJaggedTensor(keys=[f.name for f in features], values=values, lengths=lengths)
     return torch.randn(batch, num_dense, generator=g), kjt
+
+
+def measured_flops_per_sample(model: torch.nn.Module, dense: torch.Tensor, kjt: KeyedJaggedTensor) -> float:
+    """FLOPs of one forward pass per sample, as counted by ``torch.utils.flop_counter.FlopCounterMode``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(dense, kjt)
+    return counter.get_total_flops() / len(dense)

@@ -15,9 +15,8 @@ import pytest
 import torch
 import yaml
 from conftest import line_of
-from kjt_helpers import random_batch
+from kjt_helpers import measured_flops_per_sample, random_batch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.compression.base import account, build_embeddings
@@ -292,9 +291,7 @@ def test_flops_per_sample_matches_flop_counter(name, overrides):
     model = make_model(options(name, **overrides)).eval()
     batch = 32
     dense, kjt = random_batch(batch, NUM_DENSE, FEATURES)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(dense, kjt)
-    measured = counter.get_total_flops() / batch
+    measured = measured_flops_per_sample(model, dense, kjt)
     assert measured > 0
     assert model.flops_per_sample() == pytest.approx(measured, rel=0.10)
     assert count(model).flops_per_sample == model.flops_per_sample()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kjt_helpers import random_batch
-from torch.utils.flop_counter import FlopCounterMode
+from kjt_helpers import measured_flops_per_sample, random_batch
 
 from dlrs_bench.compression.base import account, build_embeddings
 from dlrs_bench.compression.full import FullOptions
@@ -65,9 +64,7 @@ def test_flops_per_sample_matches_flop_counter(options, num_dense):
     model = dlrm(options, num_dense)
     batch = 64
     dense, kjt = random_batch(batch, num_dense, FEATURES)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(dense, kjt)
-    measured = counter.get_total_flops() / batch
+    measured = measured_flops_per_sample(model, dense, kjt)
     assert measured > 0
     assert model.flops_per_sample() == pytest.approx(measured, rel=0.10)
 

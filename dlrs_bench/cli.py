@@ -6,6 +6,7 @@ Exit codes: 0 success · 1 a scenario failed · 2 invalid input (one readable li
 from __future__ import annotations
 
 import logging
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -56,10 +57,13 @@ def run(
 ) -> None:
     """Run every scenario of SUITE and print a summary table."""
     from dlrs_bench.config.expand import load_suite
+    from dlrs_bench.engine.distributed import DistributedRunError
     from dlrs_bench.engine.runner import plan, run_jobs
     from dlrs_bench.results.store import ResultStore
     from dlrs_bench.ui import LiveDisplay, summary_table
 
+    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun rank 0 alone reports
+        console.quiet = err_console.quiet = True
     try:
         loaded = load_suite(suite)
         jobs = plan(loaded, filter, device.value if device else None)
@@ -69,8 +73,12 @@ def run(
         err_console.print(f"[red]error:[/] --filter {filter!r} matches no scenario of {suite}")
         raise typer.Exit(EXIT_INVALID)
     console.print(f"[bold]{loaded.name}[/]: {len(jobs)} run(s) → {results_dir / loaded.name}")
-    with LiveDisplay(console, len(jobs)) as display:
-        results = run_jobs(jobs, ResultStore(results_dir), display, resume)
+    try:
+        with LiveDisplay(console, len(jobs)) as display:
+            results = run_jobs(jobs, ResultStore(results_dir), display, resume)
+    except DistributedRunError as e:  # under torchrun a failed scenario stops every rank
+        err_console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(EXIT_FAILED) from None
     console.print(summary_table(results, f"{loaded.name} ({results_dir / loaded.name})"))
     if any(r.status == "failed" for r in results):
         raise typer.Exit(EXIT_FAILED)

@@ -235,13 +235,35 @@ def test_empty_matrix_axis_is_an_error(write_suite):
     assert "lists no alternatives" in find(err, "compressor")
 
 
-@pytest.mark.parametrize("extra", ["  gpus: 2\n", "  processes: 2\n"])
-def test_distributed_runs_are_rejected_clearly(write_suite, extra):
-    path = write_suite(HEADER + extra)
+@pytest.mark.parametrize("extra,world", [("  gpus: 2\n", 2), ("  processes: 3\n", 3), ("", 1)])
+def test_world_size_comes_from_gpus_or_processes(write_suite, extra, world):
+    suite = load_suite(write_suite(HEADER + extra))
+    assert suite.scenarios[0].spec.world_size == world
+
+
+def test_processes_with_gpus_is_an_error(write_suite):
+    path = write_suite(HEADER + "  gpus: 2\n  processes: 2\n")
+    line = find(load_error(path), "processes is for CPU runs only")
+    assert line.startswith(f"{path}:")
+
+
+def test_batch_smaller_than_world_is_an_error(write_suite):
+    path = write_suite(HEADER + "  processes: 4\n  train: {batch_size: 2}\n")
+    assert "batch_size 2 is smaller than the 4 ranks" in find(load_error(path), "batch_size")
+
+
+def test_distributed_options_are_validated_with_lines(write_suite):
+    path = write_suite(HEADER + "  processes: 2\n  distributed: {sharding_types: [table_wise, diagonal], timeut_s: 5}\n")
     err = load_error(path)
-    line = find(err, "distributed")
-    assert "not implemented" in line
-    assert "gpus" in line and "processes" in line
+    bad_type = find(err, "distributed.sharding_types")
+    assert "diagonal" in bad_type and "table_wise" in bad_type
+    assert "unknown key" in find(err, "distributed.timeut_s")
+
+
+def test_distributed_defaults_do_not_change_scenario_ids(write_suite):
+    plain = load_suite(write_suite(HEADER, "a.yaml")).scenarios[0].scenario_id
+    explicit = load_suite(write_suite(HEADER + "  distributed: {timeout_s: 300}\n", "b.yaml")).scenarios[0].scenario_id
+    assert plain == explicit
 
 
 def test_negative_gpus_is_an_error(write_suite):

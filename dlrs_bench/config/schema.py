@@ -113,6 +113,19 @@ class TrainSpec(StrictModel):
     )
 
 
+ShardingType = Literal["table_wise", "row_wise", "column_wise", "table_row_wise", "table_column_wise"]
+
+
+class DistributedSpec(StrictModel):
+    """How N ranks train (``gpus > 1`` or ``processes > 1``); ignored by single-process runs."""
+
+    timeout_s: PositiveFloat = Field(
+        300, description="a collective waiting longer than this fails the run (a lost or failed rank)")
+    sharding_types: list[ShardingType] | None = Field(
+        None, min_length=1, description="sharding types the TorchRec planner may use for full tables "
+        "(default: all the device supports; never data_parallel)")
+
+
 class TargetSpec(StrictModel):
     """Quality target: AUC must rise to ``value``; LogLoss and NE must fall to it."""
 
@@ -147,6 +160,7 @@ class Scenario(StrictModel):
     gpus: NonNegativeInt = Field(0, description="0 = CPU; N = N CUDA devices")
     processes: PositiveInt = Field(1, description="CPU only: N gloo ranks")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    distributed: DistributedSpec = DistributedSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
@@ -154,12 +168,15 @@ class Scenario(StrictModel):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
         if self.gpus > 0 and self.processes != 1:
             raise ValueError("processes is for CPU runs only; with gpus > 0 the rank count is gpus")
-        if self.gpus > 1 or self.processes > 1:
-            raise ValueError(
-                "distributed runs (gpus > 1 or processes > 1) are not implemented yet; "
-                "use gpus: 0 or gpus: 1 with processes: 1"
-            )
+        if self.train.batch_size < self.world_size:
+            raise ValueError(f"train.batch_size {self.train.batch_size} is smaller than the {self.world_size} "
+                             "ranks it is split over")
         return self
+
+    @property
+    def world_size(self) -> int:
+        """Ranks training the model: ``gpus`` on GPUs, ``processes`` on CPU."""
+        return self.gpus if self.gpus > 0 else self.processes
 
 
 class SuiteFile(StrictModel):

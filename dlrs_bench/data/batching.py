@@ -33,20 +33,67 @@ def make_batch(split: CTRSplit, rows: torch.Tensor, keys: list[str]) -> Batch:
     return Batch(dense_features=split.dense[rows], sparse_features=kjt, labels=split.labels[rows])
 
 
+def rank_slice(rows: int, rank: int, world: int) -> tuple[int, int]:
+    """Rank ``rank``'s contiguous share ``[start, end)`` of a global batch of ``rows`` rows split
+    as evenly as possible over ``world`` ranks (sizes differ by at most one)."""
+    return rank * rows // world, (rank + 1) * rows // world
+
+
 def iter_batches(
     split: CTRSplit,
     batch_size: int,
     keys: list[str],
     generator: torch.Generator | None = None,
+    rank: int = 0,
+    world: int = 1,
+    pad: bool = False,
 ) -> Iterator[Batch]:
     """Batches over one pass of ``split``: shuffled when ``generator`` is given, else in order.
 
-    The last batch may be smaller than ``batch_size``.
+    Global batches hold ``batch_size`` rows (the last one may be smaller). With ``world > 1`` this
+    yields rank ``rank``'s :func:`rank_slice` of each global batch. A global batch with fewer rows
+    than ranks cannot give every rank a row (TorchRec needs at least one per rank): it is skipped,
+    or with ``pad`` every rank gets one row (the last row for ranks past the end; callers drop
+    those, see :func:`global_batch_rows`).
     """
     n = len(split)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for begin in range(0, n, batch_size):
-        yield make_batch(split, order[begin : begin + batch_size], keys)
+        rows = order[begin : begin + batch_size]
+        if world > 1:
+            if len(rows) < world:
+                if not pad:
+                    return
+                rows = rows[min(rank, len(rows) - 1)].view(1)
+            else:
+                start, end = rank_slice(len(rows), rank, world)
+                rows = rows[start:end]
+        yield make_batch(split, rows, keys)
+
+
+def global_batch_rows(n: int, batch_size: int, world: int) -> list[int]:
+    """Rows of each global batch that :func:`iter_batches` trains on (the last one is dropped when
+    it has fewer rows than ``world``)."""
+    sizes = [min(batch_size, n - begin) for begin in range(0, n, batch_size)]
+    return [s for s in sizes if s >= world]
+
+
+def merge_rank_rows(parts: list[torch.Tensor], n: int, batch_size: int, world: int) -> torch.Tensor:
+    """The per-row outputs of an in-order pass over ``n`` rows in the original row order, from
+    ``parts[r]`` = rank r's outputs of its :func:`iter_batches` (``pad=True``) shares."""
+    out, offsets = [], [0] * world
+    for begin in range(0, n, batch_size):
+        rows = min(batch_size, n - begin)
+        for r in range(world):
+            if rows < world:  # padded: one row each, kept for ranks that got a real row
+                size, keep = 1, r < rows
+            else:
+                start, end = rank_slice(rows, r, world)
+                size, keep = end - start, True
+            if keep:
+                out.append(parts[r][offsets[r] : offsets[r] + size])
+            offsets[r] += size
+    return torch.cat(out)
 
 
 def prefetch(batches: Iterator[Batch], device: torch.device, depth: int = 2) -> Iterator[Batch]:

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-import json
+import multiprocessing
+import os
+import threading
 import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
 
 from dlrs_bench.config.expand import ResolvedScenario, Suite
-from dlrs_bench.data.base import SUBSET_FIELDS, CTRDataset, take_subset
+from dlrs_bench.data.loading import DatasetCache
+from dlrs_bench.engine import distributed
 from dlrs_bench.engine.device import DeviceOverride, scenario_device
 from dlrs_bench.engine.memory_plan import check_fits, estimate
+from dlrs_bench.engine.sharding import check_sharded_optimizer
 from dlrs_bench.engine.train import ProgressFn, train
+from dlrs_bench.engine.worker import RankJob, RankOutcome, run_rank, spawned_rank
+from dlrs_bench.errors import UserInputError
 from dlrs_bench.measure import env
 from dlrs_bench.measure.mllog import EventLog
-from dlrs_bench.registry import DATASETS
 from dlrs_bench.results.schema import SCHEMA_VERSION, ResultFile
 from dlrs_bench.results.store import ResultStore
 
@@ -40,48 +45,55 @@ class Job:
 
 
 def plan(suite: Suite, name_filter: str | None, device_override: DeviceOverride) -> list[Job]:
-    """The (scenario, seed) runs to do, with devices checked before anything runs."""
+    """The (scenario, seed) runs to do, with devices (and, under ``torchrun``, rank counts) checked
+    before anything runs."""
     jobs = []
+    launched = distributed.launched_world()
     for scenario in suite.scenarios:
         if name_filter and name_filter not in scenario.label and name_filter not in scenario.scenario_id:
             continue
-        device = scenario_device(scenario.spec.gpus, device_override)
-        jobs.extend(Job(scenario, seed, device) for seed in scenario.spec.seeds)
+        spec = scenario.spec
+        if launched is not None and spec.world_size != launched:
+            raise UserInputError(
+                f"{suite.path}: scenario {scenario.label!r} trains on {spec.world_size} rank(s) but torchrun "
+                f"started {launched}; under torchrun run only scenarios with gpus (or processes) = {launched} "
+                "(use --filter), and single-process scenarios without torchrun")
+        if spec.gpus > 1 and device_override is None and torch.cuda.device_count() < spec.gpus and launched is None:
+            raise UserInputError(
+                f"{suite.path}: scenario {scenario.label!r} asks for {spec.gpus} GPUs but this machine has "
+                f"{torch.cuda.device_count()}; run across machines with torchrun (README, 'GPU use') "
+                "or with --device cpu (gloo ranks)")
+        device = scenario_device(spec.gpus, device_override)
+        check_sharded_optimizer(spec, device, f"{suite.path}: scenario {scenario.label!r}")
+        jobs.extend(Job(scenario, seed, device) for seed in spec.seeds)
     return jobs
-
-
-class DatasetCache:
-    """Datasets built once per suite run, keyed by their resolved options."""
-
-    def __init__(self) -> None:
-        self._built: dict[str, CTRDataset] = {}
-
-    def get(self, options: Any) -> tuple[CTRDataset, float]:
-        """The dataset (with its train subset) and the seconds spent building it now; the full
-        dataset is built once for all subsets of it."""
-        t0 = time.perf_counter()
-        key = json.dumps(options.model_dump(mode="json", exclude=SUBSET_FIELDS), sort_keys=True)
-        if key not in self._built:
-            self._built[key] = DATASETS.get(options.name).build(options)
-        return take_subset(self._built[key], options), time.perf_counter() - t0
 
 
 def run_jobs(jobs: list[Job], store: ResultStore, display: RunDisplay, resume: bool) -> list[ResultFile]:
     """Run ``jobs`` in order; each result is written as soon as its run ends."""
     cache = DatasetCache()
     results = []
+    main = int(os.environ.get("RANK", 0)) == 0  # under torchrun only rank 0 writes and displays
+    if jobs and distributed.launched_world() is not None:
+        distributed.init(jobs[0].device.type, jobs[0].scenario.spec.distributed.timeout_s)
     for job in jobs:
         scenario, seed = job.scenario, job.seed
         done = store.finished(scenario.suite, scenario.scenario_id, seed) if resume else None
+        if distributed.launched_world() is not None:  # every rank must skip the same runs
+            done = distributed.gather_objects(done)[0]
         if done is not None:
             display.run_finished(scenario, seed, done, skipped=True)
             results.append(done)
             continue
         result = run_one(job, store, cache, display.run_started(scenario, seed))
-        store.write(result)
         parsed = ResultFile.model_validate(result)
-        display.run_finished(scenario, seed, parsed, skipped=False)
+        if main:
+            store.write(result)
+            display.run_finished(scenario, seed, parsed, skipped=False)
         results.append(parsed)
+        if parsed.status == "failed" and distributed.launched_world() is not None:
+            raise distributed.DistributedRunError(  # the process group may be broken: stop every rank
+                f"{scenario.label} seed {seed} failed under torchrun: {result['error']['message']}")
     return results
 
 
@@ -119,7 +131,11 @@ def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: Progres
             result["dataset"] = dataset.summary()
             if job.device.type == "cuda":  # refuse what cannot fit before allocating anything
                 check_fits(estimate(scenario.spec, dataset), torch.cuda.get_device_properties(job.device).total_memory)
-            outcome = train(scenario.spec, dataset, seed, job.device, log, progress)
+            if scenario.spec.world_size > 1:
+                ranked = run_ranks(job, store, cache, progress)
+                outcome, data_time, result["dataset"] = ranked.outcome, ranked.data_time_s, ranked.dataset
+            else:
+                outcome = train(scenario.spec, dataset, seed, job.device, log, progress)
         except Exception as e:  # noqa: BLE001 - a failing scenario is recorded and the suite goes on
             result["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
             log.event("run_error", f"{type(e).__name__}: {e}")
@@ -136,7 +152,47 @@ def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: Progres
         model=outcome.model,
         eval_curve=outcome.eval_curve,
     )
+    if outcome.distributed is not None:
+        result["distributed"] = outcome.distributed
     return result
+
+
+def run_ranks(job: Job, store: ResultStore, cache: DatasetCache, progress: ProgressFn | None) -> RankOutcome:
+    """Train ``job`` on its ranks: in this process when ``torchrun`` started it, else on ranks
+    launched here (their logs beside the result file)."""
+    scenario = job.scenario
+    rank_job = RankJob(scenario.spec.model_dump(mode="json"), job.seed, job.device.type,
+                       store.event_log_path(scenario.suite, scenario.scenario_id, job.seed))
+    if distributed.launched_world() is not None:
+        outcome = run_rank(rank_job, cache, progress)
+        return distributed.gather_objects(outcome)[0]
+    log_dir = store.path(scenario.suite, scenario.scenario_id, job.seed).with_suffix(".ranks")
+    with _relay(progress) as queue:
+        return distributed.launch(spawned_rank, replace(rank_job, progress=queue), scenario.spec.world_size,
+                                  log_dir)
+
+
+@contextmanager
+def _relay(progress: ProgressFn | None) -> Iterator[Any]:
+    """A queue that launched ranks feed with progress, forwarded to ``progress`` by a thread."""
+    if progress is None:
+        yield None
+        return
+    manager = multiprocessing.get_context("spawn").Manager()
+    queue = manager.Queue()
+
+    def forward() -> None:
+        while (item := queue.get()) is not None:
+            progress(*item)
+
+    thread = threading.Thread(target=forward, daemon=True, name="dlrs-bench-progress")
+    thread.start()
+    try:
+        yield queue
+    finally:
+        queue.put(None)
+        thread.join()
+        manager.shutdown()
 
 
 @contextmanager

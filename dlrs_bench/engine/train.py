@@ -4,6 +4,12 @@ The clock starts after the model is built and before the first training batch is
 includes training and evaluations and stops at the end of the first evaluation whose metric
 reaches the target. Evaluations run every ``eval_every`` epochs (rounded to whole steps)
 and once more at the end if the last step was not evaluated.
+
+On N ranks (:mod:`dlrs_bench.engine.distributed`) every rank trains on its share of each global
+batch of ``train.batch_size`` rows, full tables are sharded (:mod:`dlrs_bench.engine.sharding`)
+and TorchRec's ``TrainPipelineSparseDist`` overlaps the next batch's input distribution with the
+current step; evaluations gather every rank's logits, so metrics are exact over the whole split.
+Rank 0's clock, step times and curve are the result; memory is the maximum over ranks.
 """
 
 from __future__ import annotations
@@ -11,20 +17,23 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torchrec.datasets.utils import Batch
 
 from dlrs_bench.compression.base import account, build_embeddings
+from dlrs_bench.compression.full import FullEmbedding
 from dlrs_bench.compression.rows import RowScaledEmbedding, scaled_features
 from dlrs_bench.config.schema import Scenario, TargetSpec
 from dlrs_bench.data.base import CTRDataset, CTRSplit
-from dlrs_bench.data.batching import iter_batches, prefetch
-from dlrs_bench.engine.optim import build_optimizer
+from dlrs_bench.data.batching import global_batch_rows, iter_batches, merge_rank_rows, prefetch
+from dlrs_bench.engine.distributed import SINGLE, Ranks, all_ranks_agree, gather_objects, gather_rows
+from dlrs_bench.engine.optim import OptimizerGroup, build_optimizer
 from dlrs_bench.measure.memory import MemorySampler
 from dlrs_bench.measure.metrics import all_metrics
 from dlrs_bench.measure.mllog import EventLog
@@ -47,6 +56,7 @@ class TrainOutcome:
     embedding: dict[str, Any]
     model: dict[str, Any]
     eval_curve: list[dict[str, Any]] = field(default_factory=list)
+    distributed: dict[str, Any] | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -55,25 +65,118 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build(spec: Scenario, dataset: CTRDataset, device: torch.device) -> nn.Module:
-    """The scenario's model with its (compressed) embeddings, on ``device``."""
+def build(spec: Scenario, dataset: CTRDataset, device: torch.device, tables_device: torch.device | None = None
+          ) -> nn.Module:
+    """The scenario's model with its (compressed) embeddings, on ``device``; full tables on
+    ``tables_device`` when given (``meta`` for sharding: DMP allocates only each rank's shards)."""
     rows = spec.model.scale.rows
     tables = scaled_features(dataset.features, rows) if rows else dataset.features
-    embeddings = build_embeddings(tables, spec.model.dim, spec.compressor, device)
+    embeddings = build_embeddings(tables, spec.model.dim, spec.compressor, tables_device or device)
     if rows:
         embeddings = RowScaledEmbedding(embeddings, tables, device)
+    if tables_device is not None and tables_device.type == "meta":
+        with device:  # dense layers straight on the device; the meta tables stay for DMP to allocate
+            return build_model(spec.model, dataset.num_dense, dataset.features, embeddings)
     return build_model(spec.model, dataset.num_dense, dataset.features, embeddings).to(device)
+
+
+class TrainStep(nn.Module):
+    """The model and its loss as one module of a batch: ``forward(batch) -> (loss, loss.detach())``
+    (the form TorchRec's train pipelines drive). Loss: mean binary cross-entropy of the logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = nn.BCEWithLogitsLoss()
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = self.loss_fn(self.model(batch.dense_features, batch.sparse_features), batch.labels)
+        return loss, loss.detach()
+
+
+class LocalPipeline:
+    """One batch at a time: forward, backward, optimizer step (of a :class:`TrainStep`, or of one
+    under DMP whose embeddings are all replicated)."""
+
+    def __init__(self, step: nn.Module, optimizer: OptimizerGroup) -> None:
+        self.step = step
+        self.optimizer = optimizer
+
+    def progress(self, batches: Iterator[Batch]) -> torch.Tensor:
+        """Train on the next batch and return its loss; ``StopIteration`` when ``batches`` is done."""
+        loss, detached = self.step(next(batches))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return detached
+
+    def eval_model(self) -> nn.Module:
+        return getattr(self.step, "module", self.step).model
+
+
+class ShardedPipeline:
+    """TorchRec's ``TrainPipelineSparseDist`` over a DMP-wrapped :class:`TrainStep`."""
+
+    def __init__(self, dmp: nn.Module, optimizer: OptimizerGroup, device: torch.device) -> None:
+        from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+        self.dmp = dmp
+        self.pipeline = TrainPipelineSparseDist(dmp, optimizer, device, execute_all_batches=True)
+
+    def progress(self, batches: Iterator[Batch]) -> torch.Tensor:
+        return self.pipeline.progress(batches)
+
+    def eval_model(self) -> nn.Module:
+        """The model with its original forwards (the pipeline re-attaches on the next step)."""
+        self.pipeline.detach()
+        return self.dmp.module.model
+
+
+@dataclass
+class Prepared:
+    """A model ready to train on this rank."""
+
+    pipeline: LocalPipeline | ShardedPipeline
+    embedding: dict[str, Any]
+    counts: dict[str, Any]
+    placement: dict[str, Any] | None
+
+
+def prepare(spec: Scenario, dataset: CTRDataset, device: torch.device, ranks: Ranks) -> Prepared:
+    """Build the model and its optimizer: plain on one process, sharded under DMP on several."""
+    cfg = spec.train
+    if not ranks.distributed:
+        model = build(spec, dataset, device)
+        return Prepared(LocalPipeline(TrainStep(model), build_optimizer(model, cfg.optimizer, cfg.lr)),
+                        account(model.embeddings, getattr(spec.compressor, "ratio", None)).to_json(),
+                        count(model).__dict__, None)
+    from dlrs_bench.engine.sharding import shard
+
+    full = spec.compressor.kind == "none"  # full tables are sharded: DMP allocates them (others replicate)
+    model = build(spec, dataset, device, tables_device=torch.device("meta") if full else None)
+    embedding = account(model.embeddings, getattr(spec.compressor, "ratio", None)).to_json()
+    counts = count(model).__dict__
+    sparse = getattr(model.embeddings, "sparse_parameters", list)()
+    dmp, optimizer, placement = shard(TrainStep(model), cfg.optimizer, cfg.lr, device,
+                                      spec.distributed.sharding_types, list(sparse))
+    if isinstance(model.embeddings, FullEmbedding):  # the KJT goes straight from the batch to the tables
+        return Prepared(ShardedPipeline(dmp, optimizer, device), embedding, counts, placement)
+    return Prepared(LocalPipeline(dmp, optimizer), embedding, counts, placement)  # DDP, nothing to pipeline
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: CTRSplit, keys: list[str], batch_size: int, device: torch.device,
-             train_ctr: float) -> dict[str, float]:
-    """AUC / LogLoss / NE of ``model`` over the whole ``split``."""
+             train_ctr: float, ranks: Ranks = SINGLE) -> dict[str, float]:
+    """AUC / LogLoss / NE of ``model`` over the whole ``split`` (on N ranks: each rank scores its
+    share of every global batch of ``batch_size`` rows and the logits are gathered in order)."""
     model.eval()
-    logits = [model(b.dense_features, b.sparse_features).float().cpu()
-              for b in (b.to(device) for b in iter_batches(split, batch_size, keys))]
+    batches = iter_batches(split, batch_size, keys, rank=ranks.rank, world=ranks.world, pad=True)
+    logits = torch.cat([model(b.dense_features, b.sparse_features).float().cpu()
+                        for b in (b.to(device) for b in batches)])
     model.train()
-    return all_metrics(torch.cat(logits), split.labels, train_ctr)
+    if ranks.distributed:
+        logits = merge_rank_rows(gather_rows(logits, device), len(split), batch_size, ranks.world)
+    return all_metrics(logits, split.labels, train_ctr)
 
 
 def best_evaluation(curve: list[dict[str, Any]], target: TargetSpec) -> dict[str, Any]:
@@ -90,28 +193,29 @@ def train(
     device: torch.device,
     log: EventLog,
     progress: ProgressFn | None = None,
+    ranks: Ranks = SINGLE,
 ) -> TrainOutcome:
-    """Train ``spec`` on ``dataset`` with ``seed`` until the target or a budget is reached."""
+    """Train ``spec`` on ``dataset`` with ``seed`` until the target or a budget is reached.
+
+    On N ranks every rank calls this; all return the same outcome (rank 0's timings)."""
     cfg = spec.train
     train_split, eval_split = dataset.splits["train"], dataset.splits[cfg.eval_split]
     keys = dataset.feature_names
     train_ctr = train_split.ctr
+    global_rows = global_batch_rows(len(train_split), cfg.batch_size, ranks.world)
 
     with MemorySampler(device) as memory:
         log.start("init_start")
         seed_everything(seed)
-        model = build(spec, dataset, device)
-        optimizer = build_optimizer(model, cfg.optimizer, cfg.lr)
-        loss_fn = nn.BCEWithLogitsLoss()
-        embedding = account(model.embeddings, getattr(spec.compressor, "ratio", None))
-        counts = count(model)
-        steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
+        prepared = prepare(spec, dataset, device, ranks)
+        pipeline = prepared.pipeline
+        steps_per_epoch = len(global_rows)
         max_steps = max(1, math.ceil(cfg.max_epochs * steps_per_epoch))
         eval_interval = max(1, round(cfg.eval_every * steps_per_epoch))
         eval_batch = cfg.eval_batch_size or 4 * cfg.batch_size
         for key, value in (("seed", seed), ("global_batch_size", cfg.batch_size), ("opt_name", cfg.optimizer),
                            ("opt_base_learning_rate", cfg.lr), ("train_samples", len(train_split)),
-                           ("eval_samples", len(eval_split))):
+                           ("eval_samples", len(eval_split)), ("world_size", ranks.world)):
             log.event(key, value)
         log.end("init_stop")
 
@@ -131,13 +235,17 @@ def train(
             t0 = time.perf_counter()
             epoch_num = samples / len(train_split)
             log.start("eval_start", epoch_num=epoch_num)
-            metrics = evaluate(model, eval_split, keys, eval_batch, device, train_ctr)
+            metrics = evaluate(pipeline.eval_model(), eval_split, keys, eval_batch, device, train_ctr, ranks)
+            train_loss = loss_sum / max(loss_steps, 1)
+            if ranks.distributed:
+                torch.distributed.all_reduce(train_loss)
+                train_loss /= ranks.world
             eval_time += time.perf_counter() - t0
             now = time.perf_counter() - run_start
             log.event("eval_accuracy", metrics[spec.target.metric], epoch_num=epoch_num)
             log.end("eval_stop", epoch_num=epoch_num)
             curve.append({"epoch": epoch_num, "samples": samples, "time_s": now, **metrics,
-                          "train_loss": float(loss_sum) / max(loss_steps, 1)})
+                          "train_loss": float(train_loss)})
             loss_sum, loss_steps = torch.zeros((), device=device), 0
             if reached_at is None and spec.target.reached_by(metrics[spec.target.metric]):
                 reached_at = {"time_to_target_s": now, "epochs_to_target": epoch_num, "samples_to_target": samples}
@@ -147,25 +255,23 @@ def train(
         while not stop:
             log.start("epoch_start", epoch_num=epoch)
             generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            batches = iter_batches(train_split, cfg.batch_size, keys, generator)
-            if device.type == "cuda":  # overlap batching and the copy with GPU work (on CPU it only competes)
-                batches = prefetch(batches, device)
-            for batch in batches:
+            batches = iter_batches(train_split, cfg.batch_size, keys, generator, ranks.rank, ranks.world)
+            if device.type == "cuda" and not ranks.distributed:  # the sharded pipeline copies batches itself
+                batches = prefetch(batches, device)  # overlap batching and the copy (on CPU it only competes)
+            for rows in global_rows:
                 timer.start()
-                logits = model(batch.dense_features, batch.sparse_features)
-                loss = loss_fn(logits, batch.labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                loss = pipeline.progress(batches)
                 timer.stop()
-                loss_sum += loss.detach()
+                loss_sum += loss
                 loss_steps += 1
                 step += 1
-                samples += len(batch.labels)
+                samples += rows
                 evaluated = step % eval_interval == 0 or step == max_steps
                 if evaluated:
                     last = run_eval()
                 over_time = cfg.max_time_s is not None and time.perf_counter() - run_start >= cfg.max_time_s
+                if ranks.distributed and cfg.max_time_s is not None:  # ranks' clocks differ: stop together
+                    over_time = all_ranks_agree(over_time, device)
                 stop = (reached_at is not None and cfg.stop_at_target) or step >= max_steps or over_time
                 if over_time and not evaluated:
                     last = run_eval()
@@ -181,6 +287,14 @@ def train(
 
     iter_ms = timer.summary()
     train_time = wall - eval_time
+    peaks = memory.peaks().__dict__
+    distributed = None
+    if ranks.distributed:
+        per_rank = gather_objects({"memory": peaks, "iter_ms_p50": iter_ms["p50"]})
+        peaks = {k: max((r["memory"][k] for r in per_rank if r["memory"][k] is not None), default=None)
+                 for k in peaks}
+        distributed = {"world_size": ranks.world, "backend": torch.distributed.get_backend(),
+                       "placement": prepared.placement, "per_rank": per_rank}
     return TrainOutcome(
         metrics=last,
         best_metrics=best_evaluation(curve, spec.target),
@@ -192,8 +306,9 @@ def train(
                 "iter_ms": {k: iter_ms[k] for k in ("mean", "p50", "p90", "p99")},
                 "warmup_iters": iter_ms["warmup_iters"], "steps": step, "samples": samples,
                 "epochs": samples / len(train_split)},
-        memory=memory.peaks().__dict__,
-        embedding=embedding.to_json(),
-        model=counts.__dict__,
+        memory=peaks,
+        embedding=prepared.embedding,
+        model=prepared.counts,
         eval_curve=curve,
+        distributed=distributed,
     )

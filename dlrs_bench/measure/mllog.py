@@ -14,11 +14,12 @@ from typing import Any, TextIO
 
 
 class EventLog:
-    """Appends MLLOG lines to ``path`` (flushed per line, so a crash keeps what happened)."""
+    """Appends MLLOG lines to ``path`` (flushed per line, so a crash keeps what happened; the
+    runner moves an older log aside first, and rank 0 of a distributed run appends to it)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: TextIO = path.open("w", encoding="utf-8")
+        self._file: TextIO = path.open("a", encoding="utf-8")
 
     def event(self, key: str, value: Any = None, event_type: str = "POINT_IN_TIME", **metadata: Any) -> None:
         record = {"namespace": "", "time_ms": int(time.time() * 1000), "event_type": event_type,
@@ -34,3 +35,16 @@ class EventLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+class NullEventLog(EventLog):
+    """The log of ranks other than 0: nothing is written."""
+
+    def __init__(self) -> None:
+        pass
+
+    def event(self, key: str, value: Any = None, event_type: str = "POINT_IN_TIME", **metadata: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

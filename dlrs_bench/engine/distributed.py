@@ -1,0 +1,139 @@
+"""N ranks training one model: launch, process group, and the few collectives the loop needs.
+
+A scenario with ``gpus: N > 1`` (NCCL, one GPU per rank) or ``gpus: 0, processes: N > 1`` (gloo
+on CPU) runs on N ranks. ``dlrs-bench run`` starts them on this machine through
+torch.distributed's elastic launcher (the engine of ``torchrun``); across machines, users start
+``dlrs-bench`` itself under ``torchrun`` (README, "GPU use") and every process runs the suite.
+Collectives time out after ``distributed.timeout_s``, and the launcher stops every rank as soon
+as one fails, so a failing rank ends the run with its error instead of a hang.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+class DistributedRunError(RuntimeError):
+    """A rank of a distributed run failed; the message names the rank and its error."""
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the run (``world == 1``: a single process, no process group)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+#: A single process (no process group).
+SINGLE = Ranks()
+
+
+def launched_world() -> int | None:
+    """The world size when this process was started by ``torchrun``, else None."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    return int(os.environ["WORLD_SIZE"])
+
+
+def init(device_kind: str, timeout_s: float) -> tuple[Ranks, torch.device]:
+    """Join the process group set up by the launcher (environment variables), once per process;
+    returns this rank and its device (``cuda:<local rank>`` or ``cpu``)."""
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device_kind == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    if not dist.is_initialized():
+        backend = "nccl" if device_kind == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s),
+                                device_id=device if device_kind == "cuda" else None)
+    return Ranks(dist.get_rank(), dist.get_world_size(), local_rank), device
+
+
+def launch(entrypoint: Callable[..., Any], payload: Any, world: int, log_dir: Path) -> Any:
+    """Run ``entrypoint(payload)`` on ``world`` local ranks and return rank 0's return value.
+
+    Each rank's stdout and stderr go to ``log_dir``; the first failure is raised as
+    :class:`DistributedRunError` with the failing rank's exception.
+    """
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # failures are raised below
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=world, run_id=f"dlrs-bench-{uuid.uuid4().hex[:8]}",
+        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
+        start_method="spawn", logs_specs=DefaultLogsSpecs(log_dir=str(log_dir), redirects=Std.ALL),
+    )
+    try:
+        returned = elastic_launch(config, entrypoint)(payload)
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        raise DistributedRunError(f"rank {rank} of {world} failed: {_failure_message(failure)} "
+                                  f"(rank logs: {log_dir})") from None
+    return returned[0]
+
+
+def _failure_message(failure: Any) -> str:
+    """The exception a rank recorded (``@record``), or how its process ended."""
+    message = failure.message
+    if isinstance(message, dict):
+        message = message.get("message", message)
+        if isinstance(message, dict):
+            message = message.get("message", str(message))
+    text = str(message or "").strip()
+    if not text or text.startswith("To enable traceback"):
+        return f"exit code {failure.exitcode}"
+    return text.splitlines()[-1] if "Traceback" in text else text
+
+
+def all_ranks_agree(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any rank (one all-reduce)."""
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def gather_rows(local: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+    """Every rank's 1-D ``local`` tensor (lengths may differ), in rank order, on every rank."""
+    n = torch.tensor([local.numel()], device=device)
+    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, n)
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros(longest, dtype=local.dtype, device=device)
+    padded[: local.numel()] = local.to(device)
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return [p[: int(s.item())].cpu() for p, s in zip(parts, sizes)]
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

@@ -1,0 +1,76 @@
+"""What each rank of a distributed run executes: join the group, load the data, train."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from dlrs_bench.config.schema import Scenario
+from dlrs_bench.data.loading import DatasetCache
+from dlrs_bench.engine.distributed import init
+from dlrs_bench.engine.train import ProgressFn, TrainOutcome, train
+from dlrs_bench.measure.mllog import EventLog, NullEventLog
+
+
+@dataclass(frozen=True)
+class RankJob:
+    """One (scenario, seed) for every rank; picklable (it crosses process boundaries)."""
+
+    scenario: dict[str, Any]  # Scenario.model_dump(mode="json")
+    seed: int
+    device_kind: str  # "cuda" or "cpu"
+    event_log: Path  # written by rank 0
+    progress: Any = None  # a queue that rank 0 feeds with (step, max_steps, metrics), or None
+
+
+class QueueProgress:
+    """A progress callback that sends ``(step, max_steps, metrics)`` to the launching process."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def __call__(self, step: int, max_steps: int, metrics: dict[str, float] | None) -> None:
+        self.queue.put((step, max_steps, metrics))
+
+
+@dataclass(frozen=True)
+class RankOutcome:
+    outcome: TrainOutcome
+    dataset: dict[str, Any]
+    data_time_s: float
+
+
+def run_rank(job: RankJob, cache: DatasetCache | None = None, progress: ProgressFn | None = None
+             ) -> RankOutcome | None:
+    """Train ``job`` as this rank; rank 0 returns the outcome, the others None."""
+    from dlrs_bench.config.schema import validate_scenario
+
+    spec, errors = validate_scenario(job.scenario)
+    if spec is None:  # validated before launch; reaching this is a bug
+        raise RuntimeError(f"scenario does not validate in the worker: {errors}")
+    assert isinstance(spec, Scenario)
+    ranks, device = init(job.device_kind, spec.distributed.timeout_s)
+    dataset, data_time = (cache or DatasetCache()).get(spec.dataset)
+    if job.progress is not None:
+        progress = QueueProgress(job.progress)
+    log = EventLog(job.event_log) if ranks.is_main else NullEventLog()
+    try:
+        outcome = train(spec, dataset, job.seed, device, log, progress if ranks.is_main else None, ranks)
+    finally:
+        log.close()
+    return RankOutcome(outcome, dataset.summary(), data_time) if ranks.is_main else None
+
+
+@record
+def spawned_rank(job: RankJob) -> RankOutcome | None:
+    """Entry point of a rank started by :func:`dlrs_bench.engine.distributed.launch` (its exception
+    is recorded for the launcher; library warnings stay out of the rank's log)."""
+    warnings.filterwarnings("ignore")
+    logging.getLogger("torchrec").setLevel(logging.ERROR)
+    logging.getLogger("fbgemm_gpu").setLevel(logging.ERROR)
+    return run_rank(job)

@@ -253,7 +253,8 @@ def test_batch_smaller_than_world_is_an_error(write_suite):
 
 
 def test_distributed_options_are_validated_with_lines(write_suite):
-    path = write_suite(HEADER + "  processes: 2\n  distributed: {sharding_types: [table_wise, diagonal], timeut_s: 5}\n")
+    path = write_suite(HEADER + "  processes: 2\n"
+                       "  distributed: {sharding_types: [table_wise, diagonal], timeut_s: 5}\n")
     err = load_error(path)
     bad_type = find(err, "distributed.sharding_types")
     assert "diagonal" in bad_type and "table_wise" in bad_type

@@ -199,7 +199,8 @@ def test_a_scenario_failing_on_its_ranks_is_recorded_and_the_suite_goes_on(tmp_p
     failed = results["qr(ratio=64)"]
     assert failed["status"] == "failed"
     assert failed["error"]["type"] == "DistributedRunError"
-    assert "of 2 failed: ValueError:" in failed["error"]["message"] and "cannot reach ratio 64" in failed["error"]["message"]
+    message = failed["error"]["message"]
+    assert "of 2 failed: ValueError:" in message and "cannot reach ratio 64" in message
     assert results["none"]["status"] == "reached"
 
 

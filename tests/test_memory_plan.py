@@ -14,10 +14,10 @@ MLPERF_MODEL = {"name": "dcnv2", "embedding_dim": 128, "bottom_mlp": [512, 256, 
 TERABYTE = CTRDataset("criteo-tb", [SparseFeature(f"C{i}", n) for i, n in enumerate(TERABYTE_CARDINALITIES)], 13, {})
 
 
-def scenario(compressor: dict | None = None, model: dict = MLPERF_MODEL):
+def scenario(compressor: dict | None = None, model: dict = MLPERF_MODEL, gpus: int = 1):
     spec, errors = validate_scenario({
         "dataset": {"name": "synthetic"}, "model": model, "compressor": compressor or {"kind": "none"},
-        "train": {"batch_size": 65536, "optimizer": "adagrad"}, "target": {"value": 0.80275}, "gpus": 1})
+        "train": {"batch_size": 65536, "optimizer": "adagrad"}, "target": {"value": 0.80275}, "gpus": gpus})
     assert not errors, errors
     return spec
 
@@ -40,7 +40,7 @@ def test_the_advice_fits():
     words = str(refused.value).split()
     ratio = float(words[words.index("least") + 1].rstrip("x"))
     gpus = int(words[words.index("or") + 1])
-    assert plan.per_gpu(gpus=gpus) <= 0.9 * 80 * GIB < plan.per_gpu(gpus=gpus - 1)
+    assert plan.per_gpu(gpus=gpus, sharded=True) <= 0.9 * 80 * GIB < plan.per_gpu(gpus=gpus - 1, sharded=True)
     assert plan.per_gpu(embedding_scale=1 / ratio) <= 0.9 * 80 * GIB * 1.001
 
 
@@ -53,3 +53,14 @@ def test_compression_makes_it_fit():
 def test_sharding_over_gpus_divides_the_tables():
     plan = estimate(scenario(), TERABYTE)
     assert plan.per_gpu(gpus=8) < plan.per_gpu(gpus=1) / 6
+
+
+def test_mlperf_tables_sharded_over_8_gpus_fit_without_table_gradients():
+    plan = estimate(scenario(gpus=8), TERABYTE)
+    assert plan.sharded and plan.gpus == 8
+    tables_and_adagrad = plan.embedding_params * 8 / 8  # weight + adagrad state, bytes per GPU
+    assert plan.per_gpu() == pytest.approx(tables_and_adagrad + plan.fixed_bytes, rel=1e-6)
+    assert plan.per_gpu() / GIB == pytest.approx(24.4 + plan.fixed_bytes / GIB, abs=0.1)
+    check_fits(plan, 80 * GIB)  # does not raise
+    with pytest.raises(MemoryPlanError, match="per GPU"):
+        check_fits(estimate(scenario(gpus=2), TERABYTE), 80 * GIB)  # 97 GiB of weights + state over 2

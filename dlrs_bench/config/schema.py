@@ -111,6 +111,10 @@ class TrainSpec(StrictModel):
     stop_at_target: bool = Field(
         True, description="stop at the first evaluation that reaches the target (MLPerf); false: train the whole budget"
     )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: mixed precision, the forward under torch.autocast to bfloat16 (parameters, "
+        "tables and optimizer state stay fp32; bf16 needs no loss scaling, which fused in-backward optimizers "
+        "could not undo)")
 
 
 ShardingType = Literal["table_wise", "row_wise", "column_wise", "table_row_wise", "table_column_wise"]

@@ -1,10 +1,12 @@
 """Per-GPU memory estimate of a scenario, and a refusal (with what would fit) before it runs.
 
-Estimate per GPU, fp32: embedding parameters (sharded evenly over the GPUs) and, for them,
-gradients (dense, as unsharded TorchRec and PyTorch produce them) and optimizer state (Adam 2
-floats per parameter, Adagrad 1, SGD 0); the dense parameters with their gradients and optimizer
-state on every GPU; activations ≈ 2 × batch × (sum of the model's layer widths + F × d) floats,
-kept for the backward pass. It is a planning bound for "will this fit", not an exact profile.
+Estimate per GPU, fp32: embedding parameters (spread evenly over the GPUs) with their optimizer
+state (Adam 2 floats per parameter, Adagrad 1, SGD 0) and, unless the tables are sharded, their
+gradients (dense, as unsharded TorchRec and PyTorch produce them; sharded tables update inside the
+backward pass with fbgemm's fused optimizers and hold no gradient); the dense parameters with their
+gradients and optimizer state on every GPU; activations ≈ 2 × batch × (sum of the model's layer
+widths + F × d) floats, kept for the backward pass. It is a planning bound for "will this fit",
+not an exact profile.
 """
 
 from __future__ import annotations
@@ -36,18 +38,32 @@ class MemoryEstimate:
     activations: int
     optimizer_floats: int  # optimizer state floats per parameter
     gpus: int
+    sharded: bool = False  # full tables sharded under DMP (fused optimizer, no table gradients)
 
-    def per_gpu(self, gpus: int | None = None, embedding_scale: float = 1.0) -> int:
+    def table_bytes_per_param(self, sharded: bool | None = None) -> int:
+        """Weight + optimizer state (+ gradient unless sharded), bytes per embedding parameter."""
+        sharded = self.sharded if sharded is None else sharded
+        return 4 * (1 + self.optimizer_floats + (0 if sharded else 1))
+
+    @property
+    def dense_bytes_per_param(self) -> int:
+        return 4 * (2 + self.optimizer_floats)  # weight + gradient + optimizer state
+
+    def per_gpu(self, gpus: int | None = None, embedding_scale: float = 1.0, sharded: bool | None = None) -> int:
         g = gpus or self.gpus
-        per_param = 4 * (2 + self.optimizer_floats)  # weight + gradient + optimizer state
-        return int(math.ceil(self.embedding_params * embedding_scale / g) * per_param
-                   + self.dense_params * per_param + self.activations)
+        return int(math.ceil(self.embedding_params * embedding_scale / g) * self.table_bytes_per_param(sharded)
+                   + self.fixed_bytes)
+
+    @property
+    def fixed_bytes(self) -> int:
+        """What every GPU holds whatever the tables: dense model with its state, activations."""
+        return self.dense_params * self.dense_bytes_per_param + self.activations
 
     def parts(self) -> dict[str, float]:
-        g, per_param = self.gpus, 4 * (2 + self.optimizer_floats)
+        g = self.gpus
         return {"tables": self.embedding_params * 4 / g / GIB,
-                "gradients and optimizer": self.embedding_params * (per_param - 4) / g / GIB
-                + self.dense_params * (per_param - 4) / GIB,
+                "gradients and optimizer": self.embedding_params * (self.table_bytes_per_param() - 4) / g / GIB
+                + self.dense_params * (self.dense_bytes_per_param - 4) / GIB,
                 "dense": self.dense_params * 4 / GIB, "activations": self.activations / GIB}
 
 
@@ -60,7 +76,9 @@ def estimate(spec: Scenario, dataset: CTRDataset) -> MemoryEstimate:
     dense = sum(p.numel() for p in model.parameters()) - embedding
     widths = sum(m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
     activations = 2 * spec.train.batch_size * (widths + len(dataset.features) * spec.model.dim) * 4
-    return MemoryEstimate(embedding, dense, activations, OPTIMIZER_STATE[spec.train.optimizer], max(spec.gpus, 1))
+    sharded = spec.world_size > 1 and spec.compressor.kind == "none"
+    return MemoryEstimate(embedding, dense, activations, OPTIMIZER_STATE[spec.train.optimizer], max(spec.gpus, 1),
+                          sharded)
 
 
 def check_fits(plan: MemoryEstimate, device_bytes: int) -> None:
@@ -71,13 +89,12 @@ def check_fits(plan: MemoryEstimate, device_bytes: int) -> None:
     if need <= usable:
         return
     parts = ", ".join(f"{k} {v:.1f}" for k, v in plan.parts().items())
-    per_param = 4 * (2 + plan.optimizer_floats)
-    fixed = plan.dense_params * per_param + plan.activations
+    fixed = plan.fixed_bytes
     hints = []
     if fixed < usable:
-        room = (usable - fixed) * plan.gpus / per_param  # embedding parameters that fit
+        room = (usable - fixed) * plan.gpus / plan.table_bytes_per_param()  # embedding parameters that fit
         hints.append(f"an embedding compression ratio of at least {plan.embedding_params / room:.1f}x")
-        gpus = math.ceil(plan.embedding_params * per_param / (usable - fixed))
+        gpus = math.ceil(plan.embedding_params * plan.table_bytes_per_param(sharded=True) / (usable - fixed))
         hints.append(f"{gpus} GPUs with the tables sharded")
     advice = " or ".join(hints) if hints else "a smaller dense model or batch"
     raise MemoryPlanError(

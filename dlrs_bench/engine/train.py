@@ -80,17 +80,26 @@ def build(spec: Scenario, dataset: CTRDataset, device: torch.device, tables_devi
     return build_model(spec.model, dataset.num_dense, dataset.features, embeddings).to(device)
 
 
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The forward's precision context: bfloat16 autocast for ``"bf16"``, a no-op for ``"fp32"``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 class TrainStep(nn.Module):
     """The model and its loss as one module of a batch: ``forward(batch) -> (loss, loss.detach())``
-    (the form TorchRec's train pipelines drive). Loss: mean binary cross-entropy of the logits."""
+    (the form TorchRec's train pipelines drive). Loss: mean binary cross-entropy of the fp32 logits;
+    the model's forward runs in ``precision`` (``fp32`` or ``bf16`` autocast)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, precision: str = "fp32") -> None:
         super().__init__()
         self.model = model
+        self.precision = precision
         self.loss_fn = nn.BCEWithLogitsLoss()
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        loss = self.loss_fn(self.model(batch.dense_features, batch.sparse_features), batch.labels)
+        with autocast(batch.labels.device, self.precision):
+            logits = self.model(batch.dense_features, batch.sparse_features)
+        loss = self.loss_fn(logits.float(), batch.labels)
         return loss, loss.detach()
 
 
@@ -147,7 +156,7 @@ def prepare(spec: Scenario, dataset: CTRDataset, device: torch.device, ranks: Ra
     cfg = spec.train
     if not ranks.distributed:
         model = build(spec, dataset, device)
-        return Prepared(LocalPipeline(TrainStep(model), build_optimizer(model, cfg.optimizer, cfg.lr)),
+        return Prepared(LocalPipeline(TrainStep(model, cfg.precision), build_optimizer(model, cfg.optimizer, cfg.lr)),
                         account(model.embeddings, getattr(spec.compressor, "ratio", None)).to_json(),
                         count(model).__dict__, None)
     from dlrs_bench.engine.sharding import shard
@@ -157,7 +166,7 @@ def prepare(spec: Scenario, dataset: CTRDataset, device: torch.device, ranks: Ra
     embedding = account(model.embeddings, getattr(spec.compressor, "ratio", None)).to_json()
     counts = count(model).__dict__
     sparse = getattr(model.embeddings, "sparse_parameters", list)()
-    dmp, optimizer, placement = shard(TrainStep(model), cfg.optimizer, cfg.lr, device,
+    dmp, optimizer, placement = shard(TrainStep(model, cfg.precision), cfg.optimizer, cfg.lr, device,
                                       spec.distributed.sharding_types, list(sparse))
     if isinstance(model.embeddings, FullEmbedding):  # the KJT goes straight from the batch to the tables
         return Prepared(ShardedPipeline(dmp, optimizer, device), embedding, counts, placement)
@@ -166,13 +175,15 @@ def prepare(spec: Scenario, dataset: CTRDataset, device: torch.device, ranks: Ra
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: CTRSplit, keys: list[str], batch_size: int, device: torch.device,
-             train_ctr: float, ranks: Ranks = SINGLE) -> dict[str, float]:
-    """AUC / LogLoss / NE of ``model`` over the whole ``split`` (on N ranks: each rank scores its
-    share of every global batch of ``batch_size`` rows and the logits are gathered in order)."""
+             train_ctr: float, ranks: Ranks = SINGLE, precision: str = "fp32") -> dict[str, float]:
+    """AUC / LogLoss / NE of ``model`` (its forward in ``precision``) over the whole ``split`` (on N
+    ranks: each rank scores its share of every global batch of ``batch_size`` rows and the logits are
+    gathered in order)."""
     model.eval()
     batches = iter_batches(split, batch_size, keys, rank=ranks.rank, world=ranks.world, pad=True)
-    logits = torch.cat([model(b.dense_features, b.sparse_features).float().cpu()
-                        for b in (b.to(device) for b in batches)])
+    with autocast(device, precision):
+        logits = torch.cat([model(b.dense_features, b.sparse_features).float().cpu()
+                            for b in (b.to(device) for b in batches)])
     model.train()
     if ranks.distributed:
         logits = merge_rank_rows(gather_rows(logits, device), len(split), batch_size, ranks.world)
@@ -235,7 +246,8 @@ def train(
             t0 = time.perf_counter()
             epoch_num = samples / len(train_split)
             log.start("eval_start", epoch_num=epoch_num)
-            metrics = evaluate(pipeline.eval_model(), eval_split, keys, eval_batch, device, train_ctr, ranks)
+            metrics = evaluate(pipeline.eval_model(), eval_split, keys, eval_batch, device, train_ctr, ranks,
+                               cfg.precision)
             train_loss = loss_sum / max(loss_steps, 1)
             if ranks.distributed:
                 torch.distributed.all_reduce(train_loss)

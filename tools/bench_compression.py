@@ -21,8 +21,11 @@ Eight distinct batches are generated up front and cycled; before the first confi
 untimed calls on a small full table warm the process up.
 
 Methods: ``none`` is TorchRec's *unsharded* ``EmbeddingBagCollection``, i.e. ``nn.EmbeddingBag``
-kernels with a dense gradient, not fbgemm's fused TBE (no ``fbgemm-gpu`` CUDA kernels are
-used; the baseline is what dlrs-bench trains with). ``robe`` (ROBE-Z) runs at every
+kernels with a dense gradient (what single-process dlrs-bench runs train with; the ``/none``
+baseline). ``tbe`` is fbgemm's fused table-batched embedding (``SplitTableBatchedEmbeddingBagsCodegen``,
+what sharded tables run as) with SGD fused into the backward: its ``fwd+bwd`` includes the update of
+the touched rows and allocates no gradient (on CUDA it needs the CUDA ``fbgemm-gpu`` wheel; with
+``fbgemm-gpu-cpu`` it is reported as unavailable). ``robe`` (ROBE-Z) runs at every
 ``--ratios`` x ``--chunks`` x {dense, sparse} gradient; hashing / qr / memcom / bch / tt / md
 run at ``--other-ratios`` (default 10). A configuration whose options or build raise
 ``ValueError`` is reported as "unreachable" (with the reason); one that runs out of memory as
@@ -67,13 +70,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 from torch import nn
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from dlrs_bench.compression.base import account, build_embeddings
 from dlrs_bench.data.base import SparseFeature
 from dlrs_bench.registry import COMPRESSORS
 
-ALL_METHODS = ["none", "hashing", "qr", "memcom", "bch", "tt", "md", "robe"]
+ALL_METHODS = ["none", "tbe", "hashing", "qr", "memcom", "bch", "tt", "md", "robe"]
 CPU_ROWS = [100_000, 1_000_000]
 GPU_ROWS = [4_000_000, 32_000_000, 128_000_000]
 NUM_BATCHES = 8
@@ -135,8 +138,8 @@ def configurations(args: argparse.Namespace) -> Iterator[Config]:
     """Every configuration, ``none`` first for each table size (it is the baseline)."""
     for rows in args.rows:
         for method in args.methods:
-            if method == "none":
-                yield Config(rows, "none")
+            if method in ("none", "tbe"):
+                yield Config(rows, method)
             elif method == "robe":
                 for ratio in args.ratios:
                     for chunk in args.chunks:
@@ -147,8 +150,32 @@ def configurations(args: argparse.Namespace) -> Iterator[Config]:
                     yield Config(rows, method, ratio)
 
 
+class FusedTable(nn.Module):
+    """One table in fbgemm's fused TBE kernel, SGD applied inside the backward; KJT -> KeyedTensor."""
+
+    def __init__(self, rows: int, dim: int, device: torch.device) -> None:
+        from fbgemm_gpu.split_embedding_configs import EmbOptimType
+        from fbgemm_gpu.split_table_batched_embeddings_ops_common import ComputeDevice, EmbeddingLocation
+        from fbgemm_gpu.split_table_batched_embeddings_ops_training import SplitTableBatchedEmbeddingBagsCodegen
+
+        super().__init__()
+        cuda = device.type == "cuda"
+        location, compute = (EmbeddingLocation.DEVICE, ComputeDevice.CUDA) if cuda else (
+            EmbeddingLocation.HOST, ComputeDevice.CPU)
+        self.dim = dim
+        self.tbe = SplitTableBatchedEmbeddingBagsCodegen(
+            embedding_specs=[(rows, dim, location, compute)], optimizer=EmbOptimType.EXACT_SGD,
+            learning_rate=0.01, device=device)
+
+    def forward(self, kjt: KeyedJaggedTensor) -> KeyedTensor:
+        out = self.tbe(indices=kjt.values(), offsets=kjt.offsets())
+        return KeyedTensor(keys=kjt.keys(), length_per_key=[self.dim], values=out)
+
+
 def build(config: Config, dim: int, device: torch.device) -> nn.Module:
     """The module of ``config``; ``ValueError`` when the method cannot reach the configuration."""
+    if config.method == "tbe":
+        return FusedTable(config.rows, dim, device)
     options = config.options()
     options.check_dim(dim)
     return build_embeddings([SparseFeature(FEATURE, config.rows)], dim, options, device)
@@ -261,12 +288,20 @@ def run_config(config: Config, inputs: list[KeyedJaggedTensor], args: argparse.N
     except ValueError as e:
         result.status, result.reason = "unreachable", str(e)
         return result
+    except (RuntimeError, NotImplementedError) as e:  # e.g. TBE on CUDA with fbgemm-gpu-cpu
+        release(device)
+        result.status, result.reason = "unavailable", str(e).splitlines()[0][:200]
+        return result
     except torch.OutOfMemoryError:
         release(device)
         result.status, result.reason = "out of memory", "building the module"
         return result
-    acc = account(module)
-    result.achieved_ratio, result.params, result.param_mb = acc.compression_ratio, acc.params, acc.bytes / 2**20
+    if isinstance(module, FusedTable):  # its weights are not autograd parameters: a full table
+        result.achieved_ratio, result.params = 1.0, config.rows * args.dim
+        result.param_mb = result.params * 4 / 2**20
+    else:
+        acc = account(module)
+        result.achieved_ratio, result.params, result.param_mb = acc.compression_ratio, acc.params, acc.bytes / 2**20
     result.fwd = measure_phase(forward, module, inputs, args, device)
     result.fwd_bwd = measure_phase(forward_backward, module, inputs, args, device)
     del module

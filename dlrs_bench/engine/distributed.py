@@ -29,11 +29,14 @@ class DistributedRunError(RuntimeError):
 
 @dataclass(frozen=True)
 class Ranks:
-    """This process's place in the run (``world == 1``: a single process, no process group)."""
+    """This process's place in the run. ``shard``: full tables go under DMP (fused TBE), true in a
+    process group, also a one-rank one (tools/bench_throughput.py); plain ``Ranks()`` is a single
+    process without a group, training TorchRec's unsharded collection."""
 
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    shard: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -70,7 +73,7 @@ def init(device_kind: str, timeout_s: float) -> tuple[Ranks, torch.device]:
         backend = "nccl" if device_kind == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s),
                                 device_id=device if device_kind == "cuda" else None)
-    return Ranks(dist.get_rank(), dist.get_world_size(), local_rank), device
+    return Ranks(dist.get_rank(), dist.get_world_size(), local_rank, shard=True), device
 
 
 def launch(entrypoint: Callable[..., Any], payload: Any, world: int, log_dir: Path) -> Any:

@@ -152,9 +152,9 @@ class Prepared:
 
 
 def prepare(spec: Scenario, dataset: CTRDataset, device: torch.device, ranks: Ranks) -> Prepared:
-    """Build the model and its optimizer: plain on one process, sharded under DMP on several."""
+    """Build the model and its optimizer: plain on one process, sharded under DMP in a process group."""
     cfg = spec.train
-    if not ranks.distributed:
+    if not ranks.shard:
         model = build(spec, dataset, device)
         return Prepared(LocalPipeline(TrainStep(model, cfg.precision), build_optimizer(model, cfg.optimizer, cfg.lr)),
                         account(model.embeddings, getattr(spec.compressor, "ratio", None)).to_json(),
@@ -268,7 +268,7 @@ def train(
             log.start("epoch_start", epoch_num=epoch)
             generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
             batches = iter_batches(train_split, cfg.batch_size, keys, generator, ranks.rank, ranks.world)
-            if device.type == "cuda" and not ranks.distributed:  # the sharded pipeline copies batches itself
+            if device.type == "cuda" and not ranks.shard:  # the sharded pipeline copies batches itself
                 batches = prefetch(batches, device)  # overlap batching and the copy (on CPU it only competes)
             for rows in global_rows:
                 timer.start()
@@ -301,7 +301,7 @@ def train(
     train_time = wall - eval_time
     peaks = memory.peaks().__dict__
     distributed = None
-    if ranks.distributed:
+    if ranks.shard:
         per_rank = gather_objects({"memory": peaks, "iter_ms_p50": iter_ms["p50"]})
         peaks = {k: max((r["memory"][k] for r in per_rank if r["memory"][k] is not None), default=None)
                  for k in peaks}

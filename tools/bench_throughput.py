@@ -1,0 +1,135 @@
+"""Training throughput of DLRM on Criteo-Kaggle-shaped data, one device: embeddings x precision.
+
+The model is the MLPerf-sized DLRM (bottom MLP 512-256-128, top MLP 1024-1024-512-256-1, d = 128)
+over the 26 Criteo Kaggle tables (their cardinalities x ``--cardinality-scale``), trained by
+dlrs-bench's engine (``dlrs_bench.engine.train.train``) on synthetic data with Adagrad. Variants:
+
+* ``unsharded``: TorchRec's ``EmbeddingBagCollection`` as a plain module (what ``gpus: 1`` trains),
+  dense table gradients stepped by ``torch.optim.Adagrad``;
+* ``fused``: the same tables under ``DistributedModelParallel`` in a one-rank process group: fbgemm's
+  fused TBE kernels with the optimizer inside the backward pass (what every rank of ``gpus: N``
+  runs), with TorchRec's ``TrainPipelineSparseDist``;
+
+each in ``fp32`` and ``bf16`` (``train.precision``). Reported per variant: step p50 (ms; CUDA events
+on GPU), training samples/s (the time-to-target clock without evaluations), peak memory (NVML on
+GPU, RSS on CPU), and the samples/s ratio against ``unsharded fp32`` measured in the same run.
+
+Run (from the repository root)::
+
+    .venv/bin/python tools/bench_throughput.py --device cpu      # small: tables / 1000, 40 steps
+    python tools/bench_throughput.py --device cuda --cardinality-scale 1 --batch 16384 --steps 300
+
+On CUDA the fused variant needs the CUDA ``fbgemm-gpu`` wheel (``make install-gpu``); with
+``fbgemm-gpu-cpu`` it is reported as failed with the error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import tempfile
+import traceback
+import warnings
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.table import Table
+
+from dlrs_bench.config.schema import Scenario, validate_scenario
+from dlrs_bench.data.loading import DatasetCache
+from dlrs_bench.engine.distributed import SINGLE, Ranks
+from dlrs_bench.engine.train import TrainOutcome, train
+from dlrs_bench.measure.mllog import EventLog
+
+BOTTOM, TOP, DIM = [512, 256, 128], [1024, 1024, 512, 256, 1], 128
+
+
+def scenario(args: argparse.Namespace, precision: str) -> Scenario:
+    train_rows = args.batch * args.steps
+    spec, errors = validate_scenario({
+        "dataset": {"name": "synthetic", "rows": math.ceil(train_rows / 0.8) + 2 * args.batch,
+                    "cardinalities": "criteo-kaggle", "cardinality_scale": args.cardinality_scale,
+                    "num_dense": 13, "split_fractions": [0.8, 0.1, 0.1]},
+        "model": {"name": "dlrm", "embedding_dim": DIM, "bottom_mlp": BOTTOM, "top_mlp": TOP},
+        "train": {"batch_size": args.batch, "optimizer": "adagrad", "lr": 0.01, "max_epochs": 1,
+                  "eval_every": 1, "warmup_iters": min(20, args.steps // 4), "precision": precision,
+                  "eval_batch_size": 4 * args.batch},
+        "target": {"metric": "auc", "value": 0.99},
+    })
+    if spec is None:
+        raise SystemExit(f"invalid benchmark scenario: {errors}")
+    return spec
+
+
+def run(spec: Scenario, cache: DatasetCache, device: torch.device, ranks: Ranks) -> TrainOutcome:
+    dataset, _ = cache.get(spec.dataset)
+    with tempfile.TemporaryDirectory() as tmp:
+        return train(spec, dataset, 0, device, EventLog(Path(tmp) / "bench.mllog"), ranks=ranks)
+
+
+def one_rank_group(device: torch.device) -> Ranks:
+    """A process group of this process alone, so full tables go under DMP (fused TBE)."""
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    return Ranks(shard=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--cardinality-scale", type=float, default=None,
+                        help="table rows = Kaggle cardinalities x this (default 1 on CUDA, 0.001 on CPU)")
+    parser.add_argument("--batch", type=int, default=None, help="default 16384 on CUDA, 1024 on CPU")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default 300 on CUDA, 40 on CPU)")
+    parser.add_argument("--embeddings", nargs="+", choices=["unsharded", "fused"], default=["unsharded", "fused"])
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    args = parser.parse_args()
+    logging.getLogger("torchrec").setLevel(logging.ERROR)  # planner advice about dry runs: noise here
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    cuda = args.device == "cuda"
+    args.cardinality_scale = args.cardinality_scale or (1.0 if cuda else 0.001)
+    args.batch = args.batch or (16384 if cuda else 1024)
+    args.steps = args.steps or (300 if cuda else 40)
+    device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+
+    cache = DatasetCache()
+    rows = []
+    for embeddings in args.embeddings:
+        ranks = one_rank_group(device) if embeddings == "fused" and not dist.is_initialized() else (
+            Ranks(shard=True) if embeddings == "fused" else SINGLE)
+        for precision in args.precisions:
+            spec = scenario(args, precision)
+            try:
+                out = run(spec, cache, device, ranks)
+            except Exception as e:  # noqa: BLE001 - reported in the table, the other variants still run
+                rows.append((embeddings, precision, None, f"{type(e).__name__}: {e}".splitlines()[0]))
+                traceback.print_exc()
+                continue
+            rows.append((embeddings, precision, out, None))
+
+    console = Console()
+    first = rows[0][2]
+    tables = sum(t["rows"] for t in first.embedding["per_table"]) if first else 0
+    table = Table(title=f"DLRM, 26 tables ({tables:,} rows) x d {DIM}, batch {args.batch}, {args.steps} steps, "
+                        f"{device} ({torch.cuda.get_device_name(device) if cuda else 'CPU'})")
+    for column in ("embeddings", "precision", "step p50 ms", "samples/s", "peak MiB", "vs unsharded fp32"):
+        table.add_column(column, justify="right")
+    base = next((o.timing["samples_per_s"] for e, p, o, _ in rows if o and e == "unsharded" and p == "fp32"), None)
+    for embeddings, precision, out, error in rows:
+        if out is None:
+            table.add_row(embeddings, precision, "failed", error, "", "")
+            continue
+        memory = out.memory["gpu_peak_mib"] if cuda else out.memory["host_peak_rss_mib"]
+        sps = out.timing["samples_per_s"]
+        table.add_row(embeddings, precision, f"{out.timing['iter_ms']['p50']:.2f}", f"{sps:,.0f}",
+                      f"{memory:,.0f}" if memory is not None else "-", f"{sps / base:.2f}" if base else "-")
+    console.print(table)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,7 @@ from conftest import TINY_DATASET, TINY_MODEL
 
 from dlrs_bench.config.schema import validate_scenario
 from dlrs_bench.data.batching import iter_batches
-from dlrs_bench.data.synthetic import Synthetic, SyntheticOptions
+from dlrs_bench.data.synthetic import Synthetic
 from dlrs_bench.engine.train import TrainStep, build, train
 from dlrs_bench.measure.mllog import EventLog
 

@@ -1,0 +1,39 @@
+"""The measurement scripts under tools/ run end to end (tiny sizes; their numbers are not asserted)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_tool(name: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / name), *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_bench_throughput_measures_unsharded_and_fused_tables_in_both_precisions():
+    out = run_tool("bench_throughput.py", "--device", "cpu", "--cardinality-scale", "0.0001", "--batch", "256",
+                   "--steps", "8")
+    cell = r"\s*│\s*"
+    number = r"([\d.,]+)"
+    rows = re.findall(rf"│\s*(unsharded|fused){cell}(fp32|bf16){cell}{number}{cell}{number}{cell}{number}{cell}{number}",
+                      out)
+    assert {(r[0], r[1]) for r in rows} == {(e, p) for e in ("unsharded", "fused") for p in ("fp32", "bf16")}, out
+    baseline = next(r for r in rows if r[:2] == ("unsharded", "fp32"))
+    assert baseline[5] == "1.00"
+    assert all(float(r[2]) > 0 and float(r[3].replace(",", "")) > 0 for r in rows)
+    assert "26 tables" in out and "failed" not in out
+
+
+def test_bench_compression_times_the_fused_tbe_table():
+    out = run_tool("bench_compression.py", "--device", "cpu", "--methods", "none", "tbe", "--rows", "1000",
+                   "--batch", "256", "--iters", "2", "--warmup", "1", "--threads", "1")
+    tbe = next(line for line in out.splitlines() if "│ tbe" in line)
+    assert "unavailable" not in tbe and "×" in tbe

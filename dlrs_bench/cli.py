@@ -6,7 +6,6 @@ Exit codes: 0 success · 1 a scenario failed · 2 invalid input (one readable li
 from __future__ import annotations
 
 import logging
-import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -57,12 +56,12 @@ def run(
 ) -> None:
     """Run every scenario of SUITE and print a summary table."""
     from dlrs_bench.config.expand import load_suite
-    from dlrs_bench.engine.distributed import DistributedRunError
+    from dlrs_bench.engine.distributed import DistributedRunError, is_main_process
     from dlrs_bench.engine.runner import plan, run_jobs
     from dlrs_bench.results.store import ResultStore
     from dlrs_bench.ui import LiveDisplay, summary_table
 
-    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun rank 0 alone reports
+    if not is_main_process():  # under torchrun rank 0 alone reports
         console.quiet = err_console.quiet = True
     try:
         loaded = load_suite(suite)

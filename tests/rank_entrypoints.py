@@ -23,25 +23,15 @@ def collectives(timeout_s: float) -> dict:
 
 
 @record
-def rank_one_raises(timeout_s: float) -> None:
+def rank_one_fails(how: tuple[str, float]) -> None:
+    """Rank 1 ``raise``s, ``die``s (exit code 3) or ``hang``s instead of joining rank 0's collective
+    (``how`` = (that word, collective timeout in seconds))."""
+    kind, timeout_s = how
     ranks, device = init("cpu", timeout_s)
     if ranks.rank == 1:
-        raise ValueError("rank one cannot go on")
-    dist.barrier()
-
-
-@record
-def rank_one_dies(timeout_s: float) -> None:
-    ranks, device = init("cpu", timeout_s)
-    if ranks.rank == 1:
-        os._exit(3)
-    dist.barrier()
-
-
-@record
-def rank_one_hangs(timeout_s: float) -> None:
-    """Rank 1 never joins the collective; rank 0's collective times out after ``timeout_s``."""
-    ranks, device = init("cpu", timeout_s)
-    if ranks.rank == 1:
+        if kind == "raise":
+            raise ValueError("rank one cannot go on")
+        if kind == "die":
+            os._exit(3)
         time.sleep(120)
     dist.all_reduce(torch.ones(1))

@@ -81,14 +81,14 @@ def test_launch_returns_rank_zero_and_collectives_work(tmp_path):
     assert out["any"] is True and out["none"] is False
 
 
-@pytest.mark.parametrize("entry,needle", [
-    (rank_entrypoints.rank_one_raises, "rank 1 of 2 failed: ValueError: rank one cannot go on"),
-    (rank_entrypoints.rank_one_dies, "rank 1 of 2 failed: exit code 3"),
+@pytest.mark.parametrize("kind,needle", [
+    ("raise", "rank 1 of 2 failed: ValueError: rank one cannot go on"),
+    ("die", "rank 1 of 2 failed: exit code 3"),
 ])
-def test_a_failing_rank_ends_the_run_with_its_error_not_a_hang(tmp_path, entry, needle):
+def test_a_failing_rank_ends_the_run_with_its_error_not_a_hang(tmp_path, kind, needle):
     t0 = time.perf_counter()
-    with pytest.raises(DistributedRunError) as info:
-        launch(entry, 600.0, 2, tmp_path / "logs")  # a long collective timeout: the launcher must not wait it out
+    with pytest.raises(DistributedRunError) as info:  # a long collective timeout: the launcher must not wait it out
+        launch(rank_entrypoints.rank_one_fails, (kind, 600.0), 2, tmp_path / "logs")
     assert needle in str(info.value)
     assert str(tmp_path / "logs") in str(info.value)
     assert time.perf_counter() - t0 < 60
@@ -97,7 +97,7 @@ def test_a_failing_rank_ends_the_run_with_its_error_not_a_hang(tmp_path, entry, 
 def test_a_lost_rank_times_out_the_collective(tmp_path):
     t0 = time.perf_counter()
     with pytest.raises(DistributedRunError) as info:
-        launch(rank_entrypoints.rank_one_hangs, 3.0, 2, tmp_path / "logs")
+        launch(rank_entrypoints.rank_one_fails, ("hang", 3.0), 2, tmp_path / "logs")
     assert "rank 0 of 2 failed" in str(info.value)
     assert time.perf_counter() - t0 < 60
 
@@ -204,14 +204,35 @@ def test_a_scenario_failing_on_its_ranks_is_recorded_and_the_suite_goes_on(tmp_p
     assert results["none"]["status"] == "reached"
 
 
+@pytest.mark.gpu
 def test_more_gpus_than_the_machine_has_is_refused(tmp_path):
-    if torch.cuda.device_count() >= 2:
-        pytest.skip("this machine has 2 GPUs")
+    suite = tiny_suite("gpus")
+    suite["defaults"]["gpus"] = torch.cuda.device_count() + 1
+    result = invoke("run", write(tmp_path / "s.yaml", suite), "--results-dir", tmp_path / "r")
+    assert result.exit_code == EXIT_INVALID
+    assert f"needs {torch.cuda.device_count() + 1} GPUs (one per rank)" in result.output and "torchrun" in result.output
+
+
+def test_gpus_on_a_machine_without_cuda_is_refused_before_running(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
     suite = tiny_suite("gpus")
     suite["defaults"]["gpus"] = 2
     result = invoke("run", write(tmp_path / "s.yaml", suite), "--results-dir", tmp_path / "r")
     assert result.exit_code == EXIT_INVALID
-    assert "asks for 2 GPUs" in result.output and "torchrun" in result.output
+    assert "torch.cuda.is_available() is False" in result.output and "--device cpu" in result.output
+
+
+def test_device_cpu_runs_a_gpus_scenario_on_gloo_ranks(tmp_path):
+    suite = tiny_suite("gpus-on-cpu")
+    suite["defaults"].update(gpus=2)
+    suite["defaults"]["train"].update(optimizer="adagrad", lr=0.05, max_epochs=0.5)
+    suite["matrix"]["compressor"] = [{"kind": "none"}]
+    result = invoke("run", write(tmp_path / "s.yaml", suite), "--results-dir", tmp_path / "r", "--device", "cpu")
+    assert result.exit_code == EXIT_OK, result.output
+    (only,) = results_of(tmp_path / "r", "gpus-on-cpu").values()
+    assert only["device"] == "cpu" and only["distributed"]["world_size"] == 2
+    assert only["distributed"]["backend"] == "gloo"
 
 
 # ---------------------------------------------------------------- under torchrun (how multi-node runs work)

@@ -58,6 +58,11 @@ def launched_world() -> int | None:
     return int(os.environ["WORLD_SIZE"])
 
 
+def is_main_process() -> bool:
+    """False on ranks other than 0 of a ``torchrun`` launch: they neither write results nor report."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
 def init(device_kind: str, timeout_s: float) -> tuple[Ranks, torch.device]:
     """Join the process group set up by the launcher (environment variables), once per process;
     returns this rank and its device (``cuda:<local rank>`` or ``cpu``)."""

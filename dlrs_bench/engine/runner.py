@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import threading
 import time
 import traceback
@@ -24,7 +23,7 @@ from dlrs_bench.engine.train import ProgressFn, train
 from dlrs_bench.engine.worker import RankJob, RankOutcome, run_rank, spawned_rank
 from dlrs_bench.errors import UserInputError
 from dlrs_bench.measure import env
-from dlrs_bench.measure.mllog import EventLog
+from dlrs_bench.measure.mllog import EventLog, NullEventLog
 from dlrs_bench.results.schema import SCHEMA_VERSION, ResultFile
 from dlrs_bench.results.store import ResultStore
 
@@ -58,12 +57,12 @@ def plan(suite: Suite, name_filter: str | None, device_override: DeviceOverride)
                 f"{suite.path}: scenario {scenario.label!r} trains on {spec.world_size} rank(s) but torchrun "
                 f"started {launched}; under torchrun run only scenarios with gpus (or processes) = {launched} "
                 "(use --filter), and single-process scenarios without torchrun")
-        if spec.gpus > 1 and device_override is None and torch.cuda.device_count() < spec.gpus and launched is None:
-            raise UserInputError(
-                f"{suite.path}: scenario {scenario.label!r} asks for {spec.gpus} GPUs but this machine has "
-                f"{torch.cuda.device_count()}; run across machines with torchrun (README, 'GPU use') "
-                "or with --device cpu (gloo ranks)")
         device = scenario_device(spec.gpus, device_override)
+        if device.type == "cuda" and launched is None and torch.cuda.device_count() < spec.world_size:
+            raise UserInputError(
+                f"{suite.path}: scenario {scenario.label!r} needs {spec.world_size} GPUs (one per rank) but this "
+                f"machine has {torch.cuda.device_count()}; run across machines with torchrun (README, 'GPU use') "
+                "or with --device cpu (gloo ranks)")
         check_sharded_optimizer(spec, device, f"{suite.path}: scenario {scenario.label!r}")
         jobs.extend(Job(scenario, seed, device) for seed in spec.seeds)
     return jobs
@@ -73,7 +72,7 @@ def run_jobs(jobs: list[Job], store: ResultStore, display: RunDisplay, resume: b
     """Run ``jobs`` in order; each result is written as soon as its run ends."""
     cache = DatasetCache()
     results = []
-    main = int(os.environ.get("RANK", 0)) == 0  # under torchrun only rank 0 writes and displays
+    main = distributed.is_main_process()  # under torchrun only rank 0 writes and displays
     if jobs and distributed.launched_world() is not None:
         distributed.init(jobs[0].device.type, jobs[0].scenario.spec.distributed.timeout_s)
     for job in jobs:
@@ -102,7 +101,6 @@ def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: Progres
     scenario, seed = job.scenario, job.seed
     started = time.perf_counter()
     environment = env.capture()
-    store.archive_event_log(scenario.suite, scenario.scenario_id, seed)
     result: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "suite": scenario.suite,
@@ -197,6 +195,12 @@ def _relay(progress: ProgressFn | None) -> Iterator[Any]:
 
 @contextmanager
 def _event_log(store: ResultStore, scenario: ResolvedScenario, seed: int) -> Iterator[EventLog]:
+    """The run's event log (an older one moved aside first); ranks other than 0 of a torchrun launch
+    write none."""
+    if not distributed.is_main_process():
+        yield NullEventLog()
+        return
+    store.archive_event_log(scenario.suite, scenario.scenario_id, seed)
     log = EventLog(store.event_log_path(scenario.suite, scenario.scenario_id, seed))
     try:
         yield log

@@ -105,6 +105,21 @@ class Env(_Section):
     started_at: str
 
 
+class TablePlacement(_Section):
+    sharding_type: str
+    compute_kernel: str
+    ranks: list[int]
+
+
+class Distributed(_Section):
+    """Present when the run trained on a process group (``gpus > 1`` or ``processes > 1``)."""
+
+    world_size: int
+    backend: str
+    placement: dict[str, TablePlacement]  # full table -> where the planner put it ({} if none are sharded)
+    per_rank: list[dict[str, Any]]  # [{memory, iter_ms_p50}] in rank order
+
+
 class ResultFile(_Section):
     schema_version: str
     suite: str
@@ -122,3 +137,4 @@ class ResultFile(_Section):
     model: ModelInfo | None
     eval_curve: list[EvalPoint]
     env: Env
+    distributed: Distributed | None = None

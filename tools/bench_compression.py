@@ -190,7 +190,8 @@ def batches(rows: int, batch: int, device: torch.device) -> list[KeyedJaggedTens
     """``NUM_BATCHES`` KJTs of ``batch`` samples with one uniform id in ``[0, rows)`` each."""
     lengths = torch.ones(batch, dtype=torch.int32, device=device)
     return [
-        KeyedJaggedTensor(keys=[FEATURE], values=torch.randint(0, rows, (batch,), device=device), lengths=lengths)
+        KeyedJaggedTensor(keys=[FEATURE], values=torch.randint(0, rows, (batch,), device=device), lengths=lengths,
+                          length_per_key=[batch])  # as dlrs-bench's batches carry it: no device sync
         for _ in range(NUM_BATCHES)
     ]
 

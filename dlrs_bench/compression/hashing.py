@@ -60,11 +60,13 @@ class IdHasher(nn.Module):
         check_keys(features, self.keys)
         ids = features.values()
         table = torch.repeat_interleave(
-            torch.arange(len(self.keys), device=ids.device), features.lengths().view(len(self.keys), -1).sum(1)
+            torch.arange(len(self.keys), device=ids.device), features.lengths().view(len(self.keys), -1).sum(1),
+            output_size=ids.numel(),  # known on the host: no device sync
         )
         if self.universal:
             ids = (self.a[table] * ids + self.b[table]) % MERSENNE_31
-        return KeyedJaggedTensor(keys=self.keys, values=ids % self.buckets[table], lengths=features.lengths())
+        return KeyedJaggedTensor(keys=self.keys, values=ids % self.buckets[table], lengths=features.lengths(),
+                                 length_per_key=features.length_per_key_or_none())
 
 
 class HashedEmbedding(nn.Module):

@@ -46,9 +46,10 @@ class PooledEmbedding(nn.Module):
         lengths = features.lengths().to(torch.int64)
         num_tables = len(self.keys)
         batch = lengths.numel() // num_tables
-        sizes = lengths.view(num_tables, batch).sum(1).tolist()
+        sizes = features.length_per_key()  # cached by make_batch: no device sync
         vectors = self.embed(features.values(), sizes)
-        bags = torch.repeat_interleave(torch.arange(num_tables * batch, device=lengths.device), lengths)
+        bags = torch.repeat_interleave(torch.arange(num_tables * batch, device=lengths.device), lengths,
+                                       output_size=features.values().numel())
         pooled = torch.zeros(num_tables * batch, self.dim, device=vectors.device, dtype=vectors.dtype)
         pooled = pooled.index_add(0, bags, vectors)
         if self.mean:

@@ -29,7 +29,9 @@ def make_batch(split: CTRSplit, rows: torch.Tensor, keys: list[str]) -> Batch:
             part = jagged.take(rows)
             values.append(part.values)
             lengths.append((part.offsets[1:] - part.offsets[:-1]).to(torch.int32))
-    kjt = KeyedJaggedTensor(keys=keys, values=torch.cat(values), lengths=torch.cat(lengths))
+    # ids per key are known here on the host: cached in the KJT, consumers need no device sync for them
+    kjt = KeyedJaggedTensor(keys=keys, values=torch.cat(values), lengths=torch.cat(lengths),
+                            length_per_key=[len(v) for v in values])
     return Batch(dense_features=split.dense[rows], sparse_features=kjt, labels=split.labels[rows])
 
 

@@ -9,7 +9,13 @@ import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from dlrs_bench.engine.distributed import all_ranks_agree, gather_objects, gather_rows, init
+from dlrs_bench.engine.distributed import (
+    all_ranks_agree,
+    average_sparse_gradients,
+    gather_objects,
+    gather_rows,
+    init,
+)
 
 
 @record
@@ -20,6 +26,21 @@ def collectives(timeout_s: float) -> dict:
     return {"rank": ranks.rank, "world": ranks.world, "rows": [t.tolist() for t in gather_rows(local, device)],
             "objects": gather_objects({"r": ranks.rank}), "any": all_ranks_agree(ranks.rank == 1, device),
             "none": all_ranks_agree(False, device)}
+
+
+@record
+def sparse_average(timeout_s: float) -> tuple[list, list]:
+    """Rank r's sparse gradient touches rows {r, 2}: returns (averaged, expected) dense gradients."""
+    ranks, device = init("cpu", timeout_s)
+    weight = torch.nn.Parameter(torch.zeros(4, 3))
+    ids = torch.tensor([ranks.rank, 2])
+    (torch.nn.functional.embedding(ids, weight, sparse=True) * (ranks.rank + 1)).sum().backward()
+    average_sparse_gradients([weight], device)
+    expected = torch.zeros(4, 3)
+    for r in range(ranks.world):
+        expected[r] += (r + 1) / ranks.world
+        expected[2] += (r + 1) / ranks.world
+    return weight.grad.to_dense().tolist(), expected.tolist()
 
 
 @record

@@ -81,6 +81,12 @@ def test_launch_returns_rank_zero_and_collectives_work(tmp_path):
     assert out["any"] is True and out["none"] is False
 
 
+def test_sparse_gradients_are_averaged_over_ranks(tmp_path):
+    averaged, expected = launch(rank_entrypoints.sparse_average, 30.0, 2, tmp_path / "logs")
+    assert averaged == expected
+    assert expected[2] == [1.5] * 3 and expected[3] == [0.0] * 3
+
+
 @pytest.mark.parametrize("kind,needle", [
     ("raise", "rank 1 of 2 failed: ValueError: rank one cannot go on"),
     ("die", "rank 1 of 2 failed: exit code 3"),
@@ -124,17 +130,22 @@ def keys_of(result: dict, depth: int = 2, prefix: str = "") -> set[str]:
     return out
 
 
+ROBE = {"kind": "robe", "ratio": 8, "chunk": 2, "gradient": "sparse"}
+ROBE_LABEL = "robe(ratio=8,chunk=2,gradient=sparse)"
+
+
 @pytest.fixture(scope="module")
 def gloo_results(tmp_path_factory):
     """Synthetic data (20k rows, whole budget, no early stop: a single early evaluation of a tiny run
-    varies by ±0.03 AUC between seeds) on 1 and on 2 gloo ranks: full tables (sharded, fused adagrad)
-    and hashing 4x (replicated, data-parallel)."""
+    varies by ±0.03 AUC between seeds) on 1 and on 2 gloo ranks: full tables (sharded, fused adagrad),
+    hashing 4x (replicated, data-parallel) and ROBE-Z with sparse gradients (averaged outside DDP)."""
     tmp = tmp_path_factory.mktemp("gloo")
     suite = tiny_suite("gloo")
     suite["defaults"]["dataset"]["rows"] = 20_000
     suite["defaults"]["train"].update(optimizer="adagrad", lr=0.05, batch_size=256, max_epochs=2, eval_every=1,
                                       stop_at_target=False)
     suite["matrix"]["processes"] = [1, 2]
+    suite["matrix"]["compressor"].append(ROBE)
     result = invoke("run", write(tmp / "gloo.yaml", suite), "--results-dir", tmp / "results")
     return result, results_of(tmp / "results", "gloo"), tmp
 
@@ -142,12 +153,12 @@ def gloo_results(tmp_path_factory):
 def test_two_process_runs_finish(gloo_results):
     result, results, _ = gloo_results
     assert result.exit_code == EXIT_OK, result.output
-    assert set(results) == {f"{c} processes={p}" for p in (1, 2) for c in ("none", "hashing(ratio=4)")}
+    assert set(results) == {f"{c} processes={p}" for p in (1, 2) for c in ("none", "hashing(ratio=4)", ROBE_LABEL)}
     assert all(r["status"] == "reached" for r in results.values())
     assert all(r["timing"]["epochs"] == pytest.approx(2, abs=0.01) for r in results.values())
 
 
-@pytest.mark.parametrize("compressor", ["none", "hashing(ratio=4)"])
+@pytest.mark.parametrize("compressor", ["none", "hashing(ratio=4)", ROBE_LABEL])
 def test_two_process_result_matches_single_process(gloo_results, compressor):
     _, results, _ = gloo_results
     one, two = results[f"{compressor} processes=1"], results[f"{compressor} processes=2"]
@@ -176,6 +187,7 @@ def test_full_tables_are_sharded_and_compressed_ones_replicated(gloo_results):
     assert all(p["sharding_type"] != "data_parallel" for p in placement.values())
     assert {r for p in placement.values() for r in p["ranks"]} == {0, 1}, "tables spread over both ranks"
     assert results["hashing(ratio=4) processes=2"]["distributed"]["placement"] == {}
+    assert results[f"{ROBE_LABEL} processes=2"]["distributed"]["placement"] == {}
 
 
 def test_rank_zero_writes_the_event_log_and_rank_logs_are_kept(gloo_results):

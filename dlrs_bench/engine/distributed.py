@@ -145,3 +145,22 @@ def gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def average_sparse_gradients(params: list[torch.Tensor], device: torch.device) -> None:
+    """Replace each parameter's sparse COO gradient by the mean over ranks (what DDP does for dense
+    gradients, which its bucketed all-reduce cannot do for sparse ones): every rank's (index, value)
+    pairs are gathered and summed."""
+    world = dist.get_world_size()
+    for p in params:
+        if p.grad is None:
+            continue
+        grad = p.grad.coalesce()
+        indices = gather_rows(grad.indices().flatten(), device)
+        values = gather_rows(grad.values().flatten(), device)
+        sparse_dims, dense_shape = grad.indices().shape[0], grad.values().shape[1:]
+        p.grad = torch.sparse_coo_tensor(
+            torch.cat([i.view(sparse_dims, -1) for i in indices], dim=1),
+            torch.cat([v.view(-1, *dense_shape) for v in values]) / world,
+            grad.shape,
+        ).coalesce().to(p.device)

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.model_parallel import DefaultDataParallelWrapper
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.types import ShardingPlan
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
@@ -83,13 +84,17 @@ def shard(model: nn.Module, optimizer: str, lr: float, device: torch.device, sha
     """``model`` under DMP, its optimizer, and the placement ``{table: {sharding_type, ranks}}``.
 
     Full tables may live on the meta device: DMP allocates only each rank's shards.
-    ``sparse_parameters`` (sparse gradients) get the sparse optimizer of the same algorithm.
+    ``sparse_parameters`` (sparse gradients) get the sparse optimizer of the same algorithm and are
+    left out of DDP: the caller averages their gradients (:func:`average_sparse_gradients`).
     """
     sparse_ids = {id(p) for p in sparse_parameters}
     for table in full_tables(model):
         apply_optimizer_in_backward(OPTIMIZERS[optimizer], table.parameters(), {"lr": lr})
     plan = plan_sharding(model, dist.get_world_size(), device, sharding_types)
-    dmp = DistributedModelParallel(model, device=device, plan=plan, sharders=[FullEmbeddingSharder()])
+    # DDP's bucketed all-reduce cannot take sparse gradients: those are averaged by the train step
+    sparse_names = [name for name, p in model.named_parameters() if id(p) in sparse_ids]
+    dmp = DistributedModelParallel(model, device=device, plan=plan, sharders=[FullEmbeddingSharder()],
+                                   data_parallel_wrapper=DefaultDataParallelWrapper(params_to_ignore=sparse_names))
     rest = dict(in_backward_optimizer_filter(dmp.named_parameters()))
     dense = {k: p for k, p in rest.items() if id(p) not in sparse_ids}
     sparse = {k: p for k, p in rest.items() if id(p) in sparse_ids}

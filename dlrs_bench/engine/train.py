@@ -32,7 +32,14 @@ from dlrs_bench.compression.rows import RowScaledEmbedding, scaled_features
 from dlrs_bench.config.schema import Scenario, TargetSpec
 from dlrs_bench.data.base import CTRDataset, CTRSplit
 from dlrs_bench.data.batching import global_batch_rows, iter_batches, merge_rank_rows, prefetch
-from dlrs_bench.engine.distributed import SINGLE, Ranks, all_ranks_agree, gather_objects, gather_rows
+from dlrs_bench.engine.distributed import (
+    SINGLE,
+    Ranks,
+    all_ranks_agree,
+    average_sparse_gradients,
+    gather_objects,
+    gather_rows,
+)
 from dlrs_bench.engine.optim import OptimizerGroup, build_optimizer
 from dlrs_bench.measure.memory import MemorySampler
 from dlrs_bench.measure.metrics import all_metrics
@@ -105,17 +112,23 @@ class TrainStep(nn.Module):
 
 class LocalPipeline:
     """One batch at a time: forward, backward, optimizer step (of a :class:`TrainStep`, or of one
-    under DMP whose embeddings are all replicated)."""
+    under DMP whose embeddings are all replicated; then ``sparse`` lists the sparse-gradient
+    parameters DDP leaves out, averaged over ranks here)."""
 
-    def __init__(self, step: nn.Module, optimizer: OptimizerGroup) -> None:
+    def __init__(self, step: nn.Module, optimizer: OptimizerGroup, sparse: list[nn.Parameter] | None = None,
+                 device: torch.device | None = None) -> None:
         self.step = step
         self.optimizer = optimizer
+        self.sparse = sparse or []
+        self.device = device
 
     def progress(self, batches: Iterator[Batch]) -> torch.Tensor:
         """Train on the next batch and return its loss; ``StopIteration`` when ``batches`` is done."""
         loss, detached = self.step(next(batches))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.sparse:
+            average_sparse_gradients(self.sparse, self.device)
         self.optimizer.step()
         return detached
 
@@ -170,7 +183,8 @@ def prepare(spec: Scenario, dataset: CTRDataset, device: torch.device, ranks: Ra
                                       spec.distributed.sharding_types, list(sparse))
     if isinstance(model.embeddings, FullEmbedding):  # the KJT goes straight from the batch to the tables
         return Prepared(ShardedPipeline(dmp, optimizer, device), embedding, counts, placement)
-    return Prepared(LocalPipeline(dmp, optimizer), embedding, counts, placement)  # DDP, nothing to pipeline
+    # replicated embeddings: DDP, nothing to pipeline
+    return Prepared(LocalPipeline(dmp, optimizer, list(sparse), device), embedding, counts, placement)
 
 
 @torch.no_grad()

@@ -101,3 +101,10 @@ def check_fits(plan: MemoryEstimate, device_bytes: int) -> None:
         f"needs {need / GIB:.1f} GiB per GPU ({parts} GiB) but {plan.gpus} GPU(s) of "
         f"{device_bytes / GIB:.1f} GiB give {usable / GIB:.1f} GiB usable; {advice} would fit"
     )
+
+
+def check_memory(spec: Scenario, dataset: CTRDataset, device: torch.device) -> None:
+    """Refuse (:class:`MemoryPlanError`) a CUDA run of ``spec`` that cannot fit ``device``; CPU runs
+    are not planned."""
+    if device.type == "cuda":
+        check_fits(estimate(spec, dataset), torch.cuda.get_device_properties(device).total_memory)

@@ -17,7 +17,7 @@ from dlrs_bench.config.expand import ResolvedScenario, Suite
 from dlrs_bench.data.loading import DatasetCache
 from dlrs_bench.engine import distributed
 from dlrs_bench.engine.device import DeviceOverride, scenario_device
-from dlrs_bench.engine.memory_plan import check_fits, estimate
+from dlrs_bench.engine.memory_plan import check_memory
 from dlrs_bench.engine.sharding import check_sharded_optimizer
 from dlrs_bench.engine.train import ProgressFn, train
 from dlrs_bench.engine.worker import RankJob, RankOutcome, run_rank, spawned_rank
@@ -127,12 +127,11 @@ def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: Progres
         try:
             dataset, data_time = cache.get(scenario.spec.dataset)
             result["dataset"] = dataset.summary()
-            if job.device.type == "cuda":  # refuse what cannot fit before allocating anything
-                check_fits(estimate(scenario.spec, dataset), torch.cuda.get_device_properties(job.device).total_memory)
-            if scenario.spec.world_size > 1:
+            if scenario.spec.world_size > 1:  # each rank checks its memory plan (this process keeps off the GPUs)
                 ranked = run_ranks(job, store, cache, progress)
                 outcome, data_time, result["dataset"] = ranked.outcome, ranked.data_time_s, ranked.dataset
             else:
+                check_memory(scenario.spec, dataset, job.device)
                 outcome = train(scenario.spec, dataset, seed, job.device, log, progress)
         except Exception as e:  # noqa: BLE001 - a failing scenario is recorded and the suite goes on
             result["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}

@@ -13,6 +13,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from dlrs_bench.config.schema import Scenario
 from dlrs_bench.data.loading import DatasetCache
 from dlrs_bench.engine.distributed import init
+from dlrs_bench.engine.memory_plan import check_memory
 from dlrs_bench.engine.train import ProgressFn, TrainOutcome, train
 from dlrs_bench.measure.mllog import EventLog, NullEventLog
 
@@ -56,6 +57,7 @@ def run_rank(job: RankJob, cache: DatasetCache | None = None, progress: Progress
     assert isinstance(spec, Scenario)
     ranks, device = init(job.device_kind, spec.distributed.timeout_s)
     dataset, data_time = (cache or DatasetCache()).get(spec.dataset)
+    check_memory(spec, dataset, device)  # before anything is allocated; every rank plans the same
     if job.progress is not None:
         progress = QueueProgress(job.progress)
     log = EventLog(job.event_log) if ranks.is_main else NullEventLog()

@@ -287,3 +287,19 @@ def test_adam_with_sharded_tables_on_cpu_is_refused_before_running(tmp_path):
     assert result.exit_code == EXIT_INVALID
     assert "implement adagrad and sgd but not adam" in result.output
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.gpu
+def test_two_gpus_train_with_nccl_and_sharded_tables(tmp_path):
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 CUDA devices")
+    suite = tiny_suite("nccl")
+    suite["defaults"]["gpus"] = 2
+    suite["matrix"]["compressor"] = [{"kind": "none"}, ROBE]
+    result = invoke("run", write(tmp_path / "s.yaml", suite), "--results-dir", tmp_path / "r")
+    assert result.exit_code == EXIT_OK, result.output
+    for run in results_of(tmp_path / "r", "nccl").values():
+        assert run["distributed"]["backend"] == "nccl" and run["distributed"]["world_size"] == 2
+        assert run["memory"]["gpu_peak_mib"] > 0
+    placement = results_of(tmp_path / "r", "nccl")["none"]["distributed"]["placement"]
+    assert {p["compute_kernel"] for p in placement.values()} == {"fused"}

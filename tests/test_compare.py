@@ -143,3 +143,33 @@ def test_compare_reference_command_exit_codes(template, tmp_path: Path) -> None:
     both = runner.invoke(app, ["compare", str(tmp_path / "results"), "--reference", str(tmp_path / "ref"),
                                "--baseline", str(BASELINE)])
     assert both.exit_code == 2
+
+
+def with_ranks(template: dict, ranks: int, samples_per_s: float, kind: str = "none") -> ResultFile:
+    data = copy.deepcopy(template)
+    data["scenario"]["compressor"] = {"kind": kind}
+    data["timing"]["samples_per_s"] = samples_per_s
+    if ranks > 1:
+        data["distributed"] = {"world_size": ranks, "backend": "nccl", "placement": {}, "per_rank": []}
+    return ResultFile.model_validate(data)
+
+
+def test_scaling_efficiency_is_relative_to_the_fewest_ranks(template):
+    from dlrs_bench.compare.report import scaling_efficiency
+
+    runs = [with_ranks(template, 1, 100.0), with_ranks(template, 2, 180.0), with_ranks(template, 4, 300.0),
+            with_ranks(template, 4, 340.0), with_ranks(template, 2, 50.0, kind="robe")]
+    eff = scaling_efficiency(runs)
+    assert eff["none"] == [(1, 100.0, 1.0), (2, 180.0, 0.9), (4, 320.0, 0.8)]
+    assert eff["robe"] == [(2, 50.0, 1.0)]
+
+
+def test_report_plots_throughput_against_ranks(template, tmp_path):
+    from dlrs_bench.compare.report import write_report
+
+    runs = [with_ranks(template, n, 100.0 * n * 0.9 ** (n - 1)) for n in (1, 2, 4)]
+    markdown = write_report(runs, tmp_path).read_text()
+    assert (tmp_path / "throughput_vs_ranks.png").stat().st_size > 10_000
+    assert "scaling efficiency at the most ranks: none 73% at 4" in markdown
+    single = write_report([with_ranks(template, 1, 100.0)], tmp_path / "single").read_text()
+    assert "throughput_vs_ranks" not in single

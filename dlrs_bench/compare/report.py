@@ -5,7 +5,9 @@ Plots (each only when the results hold what it needs):
 - ``time_to_target_vs_ratio.png``: time to target against ratio, per method;
 - ``pareto.png``: best AUC against embedding memory, with the Pareto front (less memory, higher AUC);
 - ``scaling_<x>.png``: best NE against samples / parameters / FLOPs on log axes, with the fitted
-  L(x) = α·x^(−β) + γ when a fit is possible.
+  L(x) = α·x^(−β) + γ when a fit is possible;
+- ``throughput_vs_ranks.png``: training samples/s against the number of ranks (GPUs or gloo
+  processes), per method, with ideal linear scaling from each method's fewest ranks.
 """
 
 from __future__ import annotations
@@ -115,6 +117,47 @@ def plot_scaling(results: list[ResultFile], out: Path, x: str) -> tuple[str, str
     return _save(fig, out, f"scaling_{x}.png"), caption
 
 
+def world_size(r: ResultFile) -> int:
+    """Ranks that trained ``r`` (1 for a single process)."""
+    return r.distributed.world_size if r.distributed else 1
+
+
+def scaling_efficiency(results: list[ResultFile]) -> dict[str, list[tuple[int, float, float]]]:
+    """Per method: ``[(ranks, mean samples/s, efficiency)]`` by rank count, where efficiency is the
+    throughput divided by (ranks / fewest ranks) x the throughput at the fewest ranks."""
+    grouped: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        if r.timing and r.timing.samples_per_s:
+            grouped[str(r.scenario["compressor"]["kind"])][world_size(r)].append(r.timing.samples_per_s)
+    out = {}
+    for method, by_ranks in grouped.items():
+        ranks = sorted(by_ranks)
+        base_ranks, base = ranks[0], statistics.fmean(by_ranks[ranks[0]])
+        out[method] = [(n, statistics.fmean(by_ranks[n]), statistics.fmean(by_ranks[n]) / (base * n / base_ranks))
+                       for n in ranks]
+    return out
+
+
+def plot_ranks(results: list[ResultFile], out: Path) -> tuple[str, str] | None:
+    curves = {m: points for m, points in sorted(scaling_efficiency(results).items()) if len(points) > 1}
+    if not curves:
+        return None  # no method measured at two rank counts
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (method, points) in enumerate(curves.items()):
+        ranks = [p[0] for p in points]
+        ax.plot(ranks, [p[1] for p in points], marker="o", color=f"C{i}", label=method)
+        ax.plot(ranks, [points[0][1] * n / ranks[0] for n in ranks], ls=":", color=f"C{i}", alpha=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("ranks (GPUs or processes)")
+    ax.set_ylabel("training samples/s")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="dotted: linear scaling")
+    caption = "Training samples/s against ranks; scaling efficiency at the most ranks: " + ", ".join(
+        f"{m} {p[-1][2]:.0%} at {p[-1][0]}" for m, p in curves.items())
+    return _save(fig, out, "throughput_vs_ranks.png"), caption
+
+
 def write_report(results: list[ResultFile], out: Path) -> Path:
     """Write the plots and ``report.md`` into ``out``; returns the markdown path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -133,6 +176,9 @@ def write_report(results: list[ResultFile], out: Path) -> Path:
         scaling = plot_scaling(finished, out, x)
         if scaling:
             figures.append(scaling)
+    ranks = plot_ranks(finished, out)
+    if ranks:
+        figures.append(ranks)
     for name, caption in figures:
         if name:
             sections.append(f"![{caption}]({name})\n\n{caption}\n")

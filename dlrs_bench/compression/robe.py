@@ -66,12 +66,12 @@ class ROBEEmbedding(PooledEmbedding):
         element = torch.arange(dim, device=device)
         self.register_buffer("chunk_of", element // options.chunk)  # [d]
         self.register_buffer("within", element % options.chunk)  # [d]
+        self.register_buffer("chunks", torch.arange(math.ceil(dim / options.chunk), device=device))  # [d / Z]
 
     def locations(self, global_ids: torch.Tensor) -> torch.Tensor:
         """Indexes into the array ``[nnz, d]`` of every element of every id (one hash per chunk)."""
         r1, r2, r3 = self.coefficients
-        chunks = torch.arange(int(self.chunk_of[-1]) + 1, device=global_ids.device)
-        start = (global_ids.unsqueeze(1) * r3 + chunks * r2 + r1) % PRIME % (self.size - self.chunk + 1)
+        start = (global_ids.unsqueeze(1) * r3 + self.chunks * r2 + r1) % PRIME % (self.size - self.chunk + 1)
         return start[:, self.chunk_of] + self.within
 
     def embed(self, values: torch.Tensor, sizes: list[int]) -> torch.Tensor:

@@ -146,6 +146,8 @@ def gloo_results(tmp_path_factory):
                                       stop_at_target=False)
     suite["matrix"]["processes"] = [1, 2]
     suite["matrix"]["compressor"].append(ROBE)
+    suite["scenarios"] = [{"name": "one-rank-dmp", "compressor": {"kind": "none"},
+                           "distributed": {"one_rank_dmp": True}}]
     result = invoke("run", write(tmp / "gloo.yaml", suite), "--results-dir", tmp / "results")
     return result, results_of(tmp / "results", "gloo"), tmp
 
@@ -153,7 +155,8 @@ def gloo_results(tmp_path_factory):
 def test_two_process_runs_finish(gloo_results):
     result, results, _ = gloo_results
     assert result.exit_code == EXIT_OK, result.output
-    assert set(results) == {f"{c} processes={p}" for p in (1, 2) for c in ("none", "hashing(ratio=4)", ROBE_LABEL)}
+    assert set(results) == {f"{c} processes={p}" for p in (1, 2) for c in ("none", "hashing(ratio=4)", ROBE_LABEL)
+                            } | {"one-rank-dmp"}
     assert all(r["status"] == "reached" for r in results.values())
     assert all(r["timing"]["epochs"] == pytest.approx(2, abs=0.01) for r in results.values())
 
@@ -177,6 +180,17 @@ def test_two_process_result_matches_single_process(gloo_results, compressor):
     assert two["memory"]["host_peak_rss_mib"] == max(r["memory"]["host_peak_rss_mib"]
                                                        for r in two["distributed"]["per_rank"])
     assert "distributed" not in one
+
+
+def test_one_rank_dmp_trains_fused_tables_in_this_process(gloo_results):
+    _, results, _ = gloo_results
+    fused, plain = results["one-rank-dmp"], results["none processes=1"]
+    assert fused["distributed"]["world_size"] == 1 and fused["distributed"]["backend"] == "gloo"
+    assert {p["compute_kernel"] for p in fused["distributed"]["placement"].values()} == {"fused"}
+    assert {r for p in fused["distributed"]["placement"].values() for r in p["ranks"]} == {0}
+    assert abs(fused["best_metrics"]["auc"] - plain["best_metrics"]["auc"]) <= AUC_TOLERANCE
+    assert fused["timing"]["samples"] == plain["timing"]["samples"]
+    assert not list((gloo_results[2] / "results" / "gloo" / fused["scenario_id"]).glob("*.ranks")), "not launched"
 
 
 def test_full_tables_are_sharded_and_compressed_ones_replicated(gloo_results):
@@ -280,9 +294,10 @@ def test_torchrun_world_must_match_the_scenarios(tmp_path):
     assert "[rank0]: Traceback" not in done.stderr and "[rank1]: Traceback" not in done.stderr
 
 
-def test_adam_with_sharded_tables_on_cpu_is_refused_before_running(tmp_path):
+@pytest.mark.parametrize("ranks", [{"processes": 2}, {"distributed": {"one_rank_dmp": True}}])
+def test_adam_with_sharded_tables_on_cpu_is_refused_before_running(tmp_path, ranks):
     suite = tiny_suite("adam")
-    suite["defaults"]["processes"] = 2
+    suite["defaults"].update(ranks)
     result = invoke("run", write(tmp_path / "s.yaml", suite), "--results-dir", tmp_path / "r")
     assert result.exit_code == EXIT_INVALID
     assert "implement adagrad and sgd but not adam" in result.output

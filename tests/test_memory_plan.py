@@ -14,10 +14,11 @@ MLPERF_MODEL = {"name": "dcnv2", "embedding_dim": 128, "bottom_mlp": [512, 256, 
 TERABYTE = CTRDataset("criteo-tb", [SparseFeature(f"C{i}", n) for i, n in enumerate(TERABYTE_CARDINALITIES)], 13, {})
 
 
-def scenario(compressor: dict | None = None, model: dict = MLPERF_MODEL, gpus: int = 1):
+def scenario(compressor: dict | None = None, model: dict = MLPERF_MODEL, gpus: int = 1, one_rank_dmp: bool = False):
     spec, errors = validate_scenario({
         "dataset": {"name": "synthetic"}, "model": model, "compressor": compressor or {"kind": "none"},
-        "train": {"batch_size": 65536, "optimizer": "adagrad"}, "target": {"value": 0.80275}, "gpus": gpus})
+        "train": {"batch_size": 65536, "optimizer": "adagrad"}, "target": {"value": 0.80275}, "gpus": gpus,
+        "distributed": {"one_rank_dmp": one_rank_dmp}})
     assert not errors, errors
     return spec
 
@@ -64,3 +65,9 @@ def test_mlperf_tables_sharded_over_8_gpus_fit_without_table_gradients():
     check_fits(plan, 80 * GIB)  # does not raise
     with pytest.raises(MemoryPlanError, match="per GPU"):
         check_fits(estimate(scenario(gpus=2), TERABYTE), 80 * GIB)  # 97 GiB of weights + state over 2
+
+
+def test_fused_tables_on_one_gpu_need_no_gradients():
+    plain, fused = estimate(scenario(), TERABYTE), estimate(scenario(one_rank_dmp=True), TERABYTE)
+    assert not plain.sharded and fused.sharded
+    assert plain.per_gpu() - fused.per_gpu() == plain.embedding_params * 4  # the dense table gradient

@@ -6,9 +6,9 @@ dlrs-bench's engine (``dlrs_bench.engine.train.train``) on synthetic data with A
 
 * ``unsharded``: TorchRec's ``EmbeddingBagCollection`` as a plain module (what ``gpus: 1`` trains),
   dense table gradients stepped by ``torch.optim.Adagrad``;
-* ``fused``: the same tables under ``DistributedModelParallel`` in a one-rank process group: fbgemm's
-  fused TBE kernels with the optimizer inside the backward pass (what every rank of ``gpus: N``
-  runs), with TorchRec's ``TrainPipelineSparseDist``;
+* ``fused``: the same tables under ``DistributedModelParallel`` in a one-rank process group
+  (``distributed.one_rank_dmp: true``): fbgemm's fused TBE kernels with the optimizer inside the
+  backward pass (what every rank of ``gpus: N`` runs), with TorchRec's ``TrainPipelineSparseDist``;
 
 each in ``fp32`` and ``bf16`` (``train.precision``). Reported per variant: step p50 (ms; CUDA events
 on GPU), training samples/s (the time-to-target clock without evaluations), peak memory (NVML on
@@ -34,20 +34,19 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from rich.console import Console
 from rich.table import Table
 
 from dlrs_bench.config.schema import Scenario, validate_scenario
 from dlrs_bench.data.loading import DatasetCache
-from dlrs_bench.engine.distributed import SINGLE, Ranks
+from dlrs_bench.engine.runner import one_rank
 from dlrs_bench.engine.train import TrainOutcome, train
 from dlrs_bench.measure.mllog import EventLog
 
 BOTTOM, TOP, DIM = [512, 256, 128], [1024, 1024, 512, 256, 1], 128
 
 
-def scenario(args: argparse.Namespace, precision: str) -> Scenario:
+def scenario(args: argparse.Namespace, precision: str, embeddings: str) -> Scenario:
     train_rows = args.batch * args.steps
     spec, errors = validate_scenario({
         "dataset": {"name": "synthetic", "rows": math.ceil(train_rows / 0.8) + 2 * args.batch,
@@ -58,23 +57,18 @@ def scenario(args: argparse.Namespace, precision: str) -> Scenario:
                   "eval_every": 1, "warmup_iters": min(20, args.steps // 4), "precision": precision,
                   "eval_batch_size": 4 * args.batch},
         "target": {"metric": "auc", "value": 0.99},
+        "distributed": {"one_rank_dmp": embeddings == "fused"},
     })
     if spec is None:
         raise SystemExit(f"invalid benchmark scenario: {errors}")
     return spec
 
 
-def run(spec: Scenario, cache: DatasetCache, device: torch.device, ranks: Ranks) -> TrainOutcome:
+def run(spec: Scenario, cache: DatasetCache, device: torch.device) -> TrainOutcome:
+    """One training run through the engine, as ``dlrs-bench run`` does it for one rank."""
     dataset, _ = cache.get(spec.dataset)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, one_rank(spec, device) as ranks:
         return train(spec, dataset, 0, device, EventLog(Path(tmp) / "bench.mllog"), ranks=ranks)
-
-
-def one_rank_group(device: torch.device) -> Ranks:
-    """A process group of this process alone, so full tables go under DMP (fused TBE)."""
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
-    return Ranks(shard=True)
 
 
 def main() -> None:
@@ -98,12 +92,10 @@ def main() -> None:
     cache = DatasetCache()
     rows = []
     for embeddings in args.embeddings:
-        ranks = one_rank_group(device) if embeddings == "fused" and not dist.is_initialized() else (
-            Ranks(shard=True) if embeddings == "fused" else SINGLE)
         for precision in args.precisions:
-            spec = scenario(args, precision)
+            spec = scenario(args, precision, embeddings)
             try:
-                out = run(spec, cache, device, ranks)
+                out = run(spec, cache, device)
             except Exception as e:  # noqa: BLE001 - reported in the table, the other variants still run
                 rows.append((embeddings, precision, None, f"{type(e).__name__}: {e}".splitlines()[0]))
                 traceback.print_exc()
@@ -127,8 +119,6 @@ def main() -> None:
         table.add_row(embeddings, precision, f"{out.timing['iter_ms']['p50']:.2f}", f"{sps:,.0f}",
                       f"{memory:,.0f}" if memory is not None else "-", f"{sps / base:.2f}" if base else "-")
     console.print(table)
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -121,13 +121,17 @@ ShardingType = Literal["table_wise", "row_wise", "column_wise", "table_row_wise"
 
 
 class DistributedSpec(StrictModel):
-    """How N ranks train (``gpus > 1`` or ``processes > 1``); ignored by single-process runs."""
+    """How N ranks train (``gpus > 1`` or ``processes > 1``), and whether one rank trains like them."""
 
     timeout_s: PositiveFloat = Field(
         300, description="a collective waiting longer than this fails the run (a lost or failed rank)")
     sharding_types: list[ShardingType] | None = Field(
         None, min_length=1, description="sharding types the TorchRec planner may use for full tables "
         "(default: all the device supports; never data_parallel)")
+    one_rank_dmp: bool = Field(
+        False, description="on one rank (gpus: 1, or processes: 1 on CPU) still train under DistributedModelParallel: "
+        "full tables as fused TBE kernels with the optimizer in the backward, as every rank of a sharded run does "
+        "(default: TorchRec's unsharded EmbeddingBagCollection with dense gradients)")
 
 
 class TargetSpec(StrictModel):
@@ -181,6 +185,16 @@ class Scenario(StrictModel):
     def world_size(self) -> int:
         """Ranks training the model: ``gpus`` on GPUs, ``processes`` on CPU."""
         return self.gpus if self.gpus > 0 else self.processes
+
+    @property
+    def in_process_group(self) -> bool:
+        """Whether the run trains in a process group (several ranks, or one under ``one_rank_dmp``)."""
+        return self.world_size > 1 or self.distributed.one_rank_dmp
+
+    @property
+    def shards_tables(self) -> bool:
+        """Whether full tables go under DMP (fused TBE kernels, optimizer in the backward)."""
+        return self.in_process_group and self.compressor.kind == "none"
 
 
 class SuiteFile(StrictModel):

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -79,6 +80,21 @@ def init(device_kind: str, timeout_s: float) -> tuple[Ranks, torch.device]:
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s),
                                 device_id=device if device_kind == "cuda" else None)
     return Ranks(dist.get_rank(), dist.get_world_size(), local_rank, shard=True), device
+
+
+@contextmanager
+def one_rank_group(device: torch.device, timeout_s: float = 300) -> Iterator[Ranks]:
+    """A process group of this process alone (``distributed.one_rank_dmp``), so full tables go under
+    DMP like on every rank of a sharded run; destroyed on exit."""
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
+                            timeout=timedelta(seconds=timeout_s))
+    try:
+        yield Ranks(shard=True)
+    finally:
+        dist.destroy_process_group()
 
 
 def launch(entrypoint: Callable[..., Any], payload: Any, world: int, log_dir: Path) -> Any:

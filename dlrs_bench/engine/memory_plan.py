@@ -76,9 +76,8 @@ def estimate(spec: Scenario, dataset: CTRDataset) -> MemoryEstimate:
     dense = sum(p.numel() for p in model.parameters()) - embedding
     widths = sum(m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
     activations = 2 * spec.train.batch_size * (widths + len(dataset.features) * spec.model.dim) * 4
-    sharded = spec.world_size > 1 and spec.compressor.kind == "none"
     return MemoryEstimate(embedding, dense, activations, OPTIMIZER_STATE[spec.train.optimizer], max(spec.gpus, 1),
-                          sharded)
+                          spec.shards_tables)
 
 
 def check_fits(plan: MemoryEstimate, device_bytes: int) -> None:

@@ -7,13 +7,14 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
 
 from dlrs_bench.config.expand import ResolvedScenario, Suite
+from dlrs_bench.config.schema import Scenario
 from dlrs_bench.data.loading import DatasetCache
 from dlrs_bench.engine import distributed
 from dlrs_bench.engine.device import DeviceOverride, scenario_device
@@ -132,7 +133,8 @@ def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: Progres
                 outcome, data_time, result["dataset"] = ranked.outcome, ranked.data_time_s, ranked.dataset
             else:
                 check_memory(scenario.spec, dataset, job.device)
-                outcome = train(scenario.spec, dataset, seed, job.device, log, progress)
+                with one_rank(scenario.spec, job.device) as ranks:
+                    outcome = train(scenario.spec, dataset, seed, job.device, log, progress, ranks)
         except Exception as e:  # noqa: BLE001 - a failing scenario is recorded and the suite goes on
             result["error"] = {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
             log.event("run_error", f"{type(e).__name__}: {e}")
@@ -152,6 +154,14 @@ def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: Progres
     if outcome.distributed is not None:
         result["distributed"] = outcome.distributed
     return result
+
+
+def one_rank(spec: Scenario, device: torch.device) -> AbstractContextManager[distributed.Ranks]:
+    """This process as the only rank: in a process group of its own with ``distributed.one_rank_dmp``
+    (full tables under DMP), else plain."""
+    if spec.in_process_group:
+        return distributed.one_rank_group(device, spec.distributed.timeout_s)
+    return nullcontext(distributed.SINGLE)
 
 
 def run_ranks(job: Job, store: ResultStore, cache: DatasetCache, progress: ProgressFn | None) -> RankOutcome:

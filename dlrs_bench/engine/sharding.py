@@ -39,10 +39,9 @@ def check_sharded_optimizer(spec: Any, device: torch.device, where: str) -> None
     the fused CPU kernels lack (checked before anything runs)."""
     from dlrs_bench.errors import UserInputError
 
-    sharded = spec.world_size > 1 and spec.compressor.kind == "none"
-    if sharded and device.type == "cpu" and spec.train.optimizer not in FUSED_CPU_OPTIMIZERS:
+    if spec.shards_tables and device.type == "cpu" and spec.train.optimizer not in FUSED_CPU_OPTIMIZERS:
         raise UserInputError(
-            f"{where}: full tables sharded over {spec.world_size} CPU ranks train with fbgemm's fused CPU "
+            f"{where}: full tables sharded over {spec.world_size} CPU rank(s) train with fbgemm's fused CPU "
             f"kernels, which implement {' and '.join(FUSED_CPU_OPTIMIZERS)} but not {spec.train.optimizer}; "
             "set train.optimizer to one of those, or run on GPUs")
 

@@ -125,11 +125,9 @@ def launch(entrypoint: Callable[..., Any], payload: Any, world: int, log_dir: Pa
 
 def _failure_message(failure: Any) -> str:
     """The exception a rank recorded (``@record``), or how its process ended."""
-    message = failure.message
+    message = failure.message  # the error file's {"message": "Type: text", "extraInfo": ...} with @record
     if isinstance(message, dict):
-        message = message.get("message", message)
-        if isinstance(message, dict):
-            message = message.get("message", str(message))
+        message = message.get("message", "")
     text = str(message or "").strip()
     if not text or text.startswith("To enable traceback"):
         return f"exit code {failure.exitcode}"

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from dlrs_bench.config.schema import Scenario
+from dlrs_bench.config.schema import validate_scenario
 from dlrs_bench.data.loading import DatasetCache
 from dlrs_bench.engine.distributed import init
 from dlrs_bench.engine.memory_plan import check_memory
@@ -49,12 +49,9 @@ class RankOutcome:
 def run_rank(job: RankJob, cache: DatasetCache | None = None, progress: ProgressFn | None = None
              ) -> RankOutcome | None:
     """Train ``job`` as this rank; rank 0 returns the outcome, the others None."""
-    from dlrs_bench.config.schema import validate_scenario
-
     spec, errors = validate_scenario(job.scenario)
     if spec is None:  # validated before launch; reaching this is a bug
         raise RuntimeError(f"scenario does not validate in the worker: {errors}")
-    assert isinstance(spec, Scenario)
     ranks, device = init(job.device_kind, spec.distributed.timeout_s)
     dataset, data_time = (cache or DatasetCache()).get(spec.dataset)
     check_memory(spec, dataset, device)  # before anything is allocated; every rank plans the same

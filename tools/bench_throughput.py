@@ -26,11 +26,9 @@ On CUDA the fused variant needs the CUDA ``fbgemm-gpu`` wheel (``make install-gp
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import tempfile
 import traceback
-import warnings
 from pathlib import Path
 
 import torch
@@ -81,8 +79,6 @@ def main() -> None:
     parser.add_argument("--embeddings", nargs="+", choices=["unsharded", "fused"], default=["unsharded", "fused"])
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     args = parser.parse_args()
-    logging.getLogger("torchrec").setLevel(logging.ERROR)  # planner advice about dry runs: noise here
-    warnings.filterwarnings("ignore", category=FutureWarning)
     cuda = args.device == "cuda"
     args.cardinality_scale = args.cardinality_scale or (1.0 if cuda else 0.001)
     args.batch = args.batch or (16384 if cuda else 1024)

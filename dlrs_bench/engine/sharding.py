@@ -9,6 +9,8 @@ inside ``DistributedModelParallel``.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Any
 
 import torch
@@ -58,6 +60,13 @@ def full_tables(model: nn.Module) -> list[FullEmbedding]:
     return [m for m in model.modules() if isinstance(m, FullEmbedding)]
 
 
+def quiet_torchrec() -> None:
+    """Silence what TorchRec's planner and DMP say about choices made here on purpose (a Topology
+    built directly, the default storage reservation, DDP's ``broadcast_buffers``): noise to users."""
+    logging.getLogger("torchrec.distributed.planner").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torchrec\.")
+
+
 def plan_sharding(model: nn.Module, world_size: int, device: torch.device,
                   sharding_types: list[str] | None) -> ShardingPlan:
     """The planner's placement of every full table over ``world_size`` ranks (collective: every rank
@@ -86,6 +95,7 @@ def shard(model: nn.Module, optimizer: str, lr: float, device: torch.device, sha
     ``sparse_parameters`` (sparse gradients) get the sparse optimizer of the same algorithm and are
     left out of DDP: the caller averages their gradients (:func:`average_sparse_gradients`).
     """
+    quiet_torchrec()
     sparse_ids = {id(p) for p in sparse_parameters}
     for table in full_tables(model):
         apply_optimizer_in_backward(OPTIMIZERS[optimizer], table.parameters(), {"lr": lr})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,8 +66,5 @@ def run_rank(job: RankJob, cache: DatasetCache | None = None, progress: Progress
 @record
 def spawned_rank(job: RankJob) -> RankOutcome | None:
     """Entry point of a rank started by :func:`dlrs_bench.engine.distributed.launch` (its exception
-    is recorded for the launcher; library warnings stay out of the rank's log)."""
-    warnings.filterwarnings("ignore")
-    logging.getLogger("torchrec").setLevel(logging.ERROR)
-    logging.getLogger("fbgemm_gpu").setLevel(logging.ERROR)
+    is recorded for the launcher)."""
     return run_rank(job)

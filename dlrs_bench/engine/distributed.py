@@ -30,8 +30,8 @@ class DistributedRunError(RuntimeError):
 
 @dataclass(frozen=True)
 class Ranks:
-    """This process's place in the run. ``shard``: full tables go under DMP (fused TBE), true in a
-    process group, also a one-rank one (tools/bench_throughput.py); plain ``Ranks()`` is a single
+    """This process's place in the run. ``shard``: full tables go under DMP (fused TBE), true in any
+    process group, a one-rank one (:func:`one_rank_group`) included; plain ``Ranks()`` is a single
     process without a group, training TorchRec's unsharded collection."""
 
     rank: int = 0
@@ -64,6 +64,11 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", 0)) == 0
 
 
+def backend(device_kind: str) -> str:
+    """The collective backend for ranks on ``device_kind``: NCCL on GPUs, gloo on CPUs."""
+    return "nccl" if device_kind == "cuda" else "gloo"
+
+
 def init(device_kind: str, timeout_s: float) -> tuple[Ranks, torch.device]:
     """Join the process group set up by the launcher (environment variables), once per process;
     returns this rank and its device (``cuda:<local rank>`` or ``cpu``)."""
@@ -76,8 +81,7 @@ def init(device_kind: str, timeout_s: float) -> tuple[Ranks, torch.device]:
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     if not dist.is_initialized():
-        backend = "nccl" if device_kind == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s),
+        dist.init_process_group(backend(device_kind), timeout=timedelta(seconds=timeout_s),
                                 device_id=device if device_kind == "cuda" else None)
     return Ranks(dist.get_rank(), dist.get_world_size(), local_rank, shard=True), device
 
@@ -86,10 +90,9 @@ def init(device_kind: str, timeout_s: float) -> tuple[Ranks, torch.device]:
 def one_rank_group(device: torch.device, timeout_s: float = 300) -> Iterator[Ranks]:
     """A process group of this process alone (``distributed.one_rank_dmp``), so full tables go under
     DMP like on every rank of a sharded run; destroyed on exit."""
-    backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
+    dist.init_process_group(backend(device.type), store=dist.HashStore(), rank=0, world_size=1,
                             timeout=timedelta(seconds=timeout_s))
     try:
         yield Ranks(shard=True)
@@ -142,7 +145,7 @@ def all_ranks_agree(flag: bool, device: torch.device) -> bool:
 
 
 def gather_rows(local: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
-    """Every rank's 1-D ``local`` tensor (lengths may differ), in rank order, on every rank."""
+    """Every rank's 1-D ``local`` tensor (lengths may differ), in rank order, on every rank (on ``device``)."""
     n = torch.tensor([local.numel()], device=device)
     sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, n)
@@ -151,7 +154,7 @@ def gather_rows(local: torch.Tensor, device: torch.device) -> list[torch.Tensor]
     padded[: local.numel()] = local.to(device)
     parts = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(parts, padded)
-    return [p[: int(s.item())].cpu() for p, s in zip(parts, sizes)]
+    return [p[: int(s.item())] for p, s in zip(parts, sizes)]
 
 
 def gather_objects(obj: Any) -> list[Any]:
@@ -177,4 +180,4 @@ def average_sparse_gradients(params: list[torch.Tensor], device: torch.device) -
             torch.cat([i.view(sparse_dims, -1) for i in indices], dim=1),
             torch.cat([v.view(-1, *dense_shape) for v in values]) / world,
             grad.shape,
-        ).coalesce().to(p.device)
+        ).coalesce()

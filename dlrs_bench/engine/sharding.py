@@ -26,6 +26,7 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from dlrs_bench.compression.full import FullEmbedding
+from dlrs_bench.config.schema import Scenario
 from dlrs_bench.engine.optim import OPTIMIZERS, SPARSE_OPTIMIZERS, OptimizerGroup
 
 #: Sharding types the planner may choose from (data_parallel is what we do for non-full tables).
@@ -36,7 +37,7 @@ MODEL_PARALLEL_TYPES = ("table_wise", "row_wise", "column_wise", "table_row_wise
 FUSED_CPU_OPTIMIZERS = ("adagrad", "sgd")
 
 
-def check_sharded_optimizer(spec: Any, device: torch.device, where: str) -> None:
+def check_sharded_optimizer(spec: Scenario, device: torch.device, where: str) -> None:
     """Raise :class:`UserInputError` when ``spec`` would shard full tables on CPU with an optimizer
     the fused CPU kernels lack (checked before anything runs)."""
     from dlrs_bench.errors import UserInputError

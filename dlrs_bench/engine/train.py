@@ -200,7 +200,8 @@ def evaluate(model: nn.Module, split: CTRSplit, keys: list[str], batch_size: int
                             for b in (b.to(device) for b in batches)])
     model.train()
     if ranks.distributed:
-        logits = merge_rank_rows(gather_rows(logits, device), len(split), batch_size, ranks.world)
+        logits = merge_rank_rows([part.cpu() for part in gather_rows(logits, device)], len(split), batch_size,
+                                 ranks.world)
     return all_metrics(logits, split.labels, train_ctr)
 
 

@@ -6,12 +6,14 @@ Exit codes: 0 success · 1 a scenario failed · 2 invalid input (one readable li
 from __future__ import annotations
 
 import logging
+import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dlrs_bench.errors import UserInputError
 
@@ -250,62 +252,132 @@ def _quality(result, y: str) -> float:
     return getattr(best, y)
 
 
-data_app = typer.Typer(no_args_is_help=True, help="Prepare raw dataset files into the binary cache.")
+data_app = typer.Typer(no_args_is_help=True, help="Prepare datasets into the binary cache.")
 app.add_typer(data_app, name="data")
 
 
-class RawDataset(str, Enum):
+class PreparedDataset(str, Enum):
     criteo_kaggle = "criteo-kaggle"
     criteo_tb = "criteo-tb"
     avazu = "avazu"
     movielens = "movielens"
+    synthetic = "synthetic"
 
 
 @data_app.command("prepare")
 def data_prepare(
-    name: Annotated[RawDataset, typer.Argument(help="which raw format")],
-    raw: Annotated[list[Path], typer.Option("--raw", help="raw file(s), in order (Terabyte: day_0 ... day_23)")],
+    name: Annotated[PreparedDataset, typer.Argument(help="a raw format, or synthetic (generated)")],
     out: Annotated[Path, typer.Option("--out", help="cache folder to create (must not exist)")],
+    raw: Annotated[list[Path] | None, typer.Option(
+        "--raw", help="raw file(s), in order (Terabyte: day_0 ... day_23); not for synthetic")] = None,
+    shuffle_seed: Annotated[int | None, typer.Option(
+        help="shuffle the training rows once with this seed (MLPerf protocol; the evaluation rows keep their "
+        "order); needs free disk for one more copy")] = None,
+    rows: Annotated[int | None, typer.Option(help="synthetic: rows to generate, all splits together")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="synthetic: KEY=VALUE, any option of the synthetic dataset (value in YAML: "
+        "cardinalities=criteo-kaggle, multi_hot_sizes=mlperf, num_dense=13, ...)")] = None,
     numbering: Annotated[str, typer.Option(help="dlrm | torchrec | modulo (id = value mod max_rows)")] = "dlrm",
     max_rows: Annotated[int | None, typer.Option(help="cap per table: value mod max_rows (MLPerf: 40000000)")] = None,
     frequency_threshold: Annotated[int, typer.Option(help="values seen fewer times share one 'rare' id")] = 0,
     dense_transform: Annotated[str, typer.Option(help="Criteo: dlrm (log(max(x,0)+1)) | torchrec")] = "dlrm",
     movielens_variant: Annotated[str, typer.Option(help="ml-1m | ml-20m | ml-25m | ml-latest")] = "ml-20m",
     on_error: Annotated[str, typer.Option(help="error: stop at the first bad line | skip: drop and count")] = "error",
-    workers: Annotated[int | None, typer.Option(help="parser processes (default: all cores)")] = None,
+    workers: Annotated[int | None, typer.Option(help="parser processes / generator threads (default: all cores)")
+                       ] = None,
 ) -> None:
-    """Convert raw dataset files into a memory-mappable cache with a JSON manifest."""
-    from pydantic import ValidationError
+    """Convert raw dataset files (or generate synthetic rows) into a memory-mappable cache with a JSON manifest."""
     from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), TextColumn("{task.fields[rows]:,} rows"),
+                  TextColumn("{task.fields[rate]:,.0f} rows/s"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(f"prepare {name.value}", rows=0, rate=0.0)
+        started = time.perf_counter()
+
+        def progress(done: int, *_: object) -> None:
+            bar.update(task, rows=done, rate=done / max(time.perf_counter() - started, 1e-9))
+
+        try:
+            if name is PreparedDataset.synthetic:
+                if raw or shuffle_seed is not None:
+                    raise UserInputError("--raw" if raw else
+                                         "--shuffle-seed: synthetic rows are independent draws, already in random "
+                                         "order; there is nothing to shuffle")
+                manifest = _prepare_synthetic(rows, set_ or [], out, progress, workers)
+            else:
+                if rows is not None or set_:
+                    raise UserInputError(f"--{'rows' if rows is not None else 'set'}: only for synthetic")
+                if not raw:
+                    raise UserInputError(f"--raw: {name.value} needs its raw file(s)")
+                manifest = _prepare_raw(name.value, raw, out, progress, numbering=numbering, max_rows=max_rows,
+                                        frequency_threshold=frequency_threshold, on_error=on_error, workers=workers,
+                                        shuffle_seed=shuffle_seed, dense_transform=dense_transform,
+                                        movielens_variant=movielens_variant)
+        except UserInputError as e:
+            raise _invalid(e) from None
+    shuffled = f", training rows shuffled (seed {manifest.shuffle.seed})" if manifest.shuffle else ""
+    console.print(f"[green]prepared[/] {escape(str(out))}: {manifest.rows:,} rows, CTR {manifest.ctr:.4f}, "
+                  f"{len(manifest.features)} sparse features ({sum(manifest.features.values()):,} ids), "
+                  f"{manifest.skipped['count']} bad line(s) skipped{shuffled}")
+
+
+def _prepare_raw(name: str, raw: list[Path], out: Path, progress: Any, dense_transform: str,
+                 movielens_variant: str, **flags: Any) -> Any:
+    """``data prepare`` of raw files; ``flags`` are the PrepareOptions given on the command line."""
+    from pydantic import ValidationError
 
     from dlrs_bench.data.formats import raw_format
     from dlrs_bench.data.prepare import PrepareOptions, prepare
 
     try:
-        options = PrepareOptions.model_validate(
-            {"numbering": numbering, "max_rows": max_rows, "frequency_threshold": frequency_threshold,
-             "on_error": on_error, **({"workers": workers} if workers else {})})
-        fmt = raw_format(name.value, dense_transform=dense_transform, movielens_variant=movielens_variant)
+        options = PrepareOptions.model_validate({k: v for k, v in flags.items() if v is not None})
     except ValidationError as e:
         problems = [f"--{str((x['loc'] or ('numbering',))[0]).replace('_', '-')}: "
                     f"{x['msg'].removeprefix('Value error, ')}" for x in e.errors()]
-        raise _invalid(UserInputError(problems[0], problems)) from None
-    except UserInputError as e:
-        raise _invalid(e) from None
-    with Progress(TextColumn("{task.description}"), TextColumn("{task.fields[rows]:,} rows"),
-                  TextColumn("{task.fields[rate]:,.0f} rows/s"), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task(f"prepare {name.value}", rows=0, rate=0.0)
+        raise UserInputError(problems[0], problems) from None
+    fmt = raw_format(name, dense_transform=dense_transform, movielens_variant=movielens_variant)
+    return prepare(fmt, raw, out, options, progress)
 
-        def progress(rows: int, seconds: float) -> None:
-            bar.update(task, rows=rows, rate=rows / max(seconds, 1e-9))
 
+def _prepare_synthetic(rows: int | None, settings: list[str], out: Path, progress: Any, workers: int | None) -> Any:
+    """``data prepare synthetic``: the dataset's options from ``--rows`` and ``--set KEY=VALUE``."""
+    import os
+
+    import yaml
+    from pydantic import ValidationError
+
+    from dlrs_bench.data.cache import CacheWriter
+    from dlrs_bench.data.synthetic import SyntheticOptions, write_synthetic
+
+    values: dict[str, Any] = {}
+    for item in settings:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserInputError(f"--set {item!r}: expected KEY=VALUE")
         try:
-            manifest = prepare(fmt, raw, out, options, progress)
-        except UserInputError as e:
-            raise _invalid(e) from None
-    console.print(f"[green]prepared[/] {out}: {manifest.rows:,} rows, CTR {manifest.ctr:.4f}, "
-                  f"{len(manifest.features)} sparse features ({sum(manifest.features.values()):,} ids), "
-                  f"{manifest.skipped['count']} bad line(s) skipped")
+            values[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise UserInputError(f"--set {key}: {text!r} is not a YAML value") from None
+    if rows is not None:
+        values["rows"] = rows
+    try:
+        options = SyntheticOptions.model_validate(values)
+    except ValidationError as e:
+        problems = [f"--{'set ' if x['loc'] and x['loc'][0] != 'rows' else ''}"
+                    f"{'.'.join(map(str, x['loc'])) or 'set'}: {_pydantic_message(x)}" for x in e.errors()]
+        raise UserInputError(problems[0], problems) from None
+    forbidden = sorted(set(values) & {"path", "num_samples", "fraction", "subset_seed", "shuffle",
+                                       "shuffle_block_rows", "shuffle_window_rows"})
+    if forbidden:
+        raise UserInputError(f"--set {forbidden[0]}: chosen when the dataset is read (in the suite), not prepared")
+    CacheWriter.check_out(out)
+    return write_synthetic(options, out, progress, workers or len(os.sched_getaffinity(0)))
+
+
+def _pydantic_message(err: Any) -> str:
+    from dlrs_bench.config.schema import _message
+
+    return "unknown option" if err["type"] == "extra_forbidden" else _message(err)
 
 
 def _suites_dir() -> Path:

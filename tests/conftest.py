@@ -84,6 +84,17 @@ def line_of(path: Path, needle: str, occurrence: int = 1) -> int:
     raise AssertionError(f"{needle!r} (occurrence {occurrence}) not found in {path}")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """First-use dataset caches (MovieLens, synthetic) of this test session, in a temporary folder
+    (subprocesses inherit it through the environment)."""
+    import os
+
+    folder = tmp_path_factory.mktemp("dataset-cache")
+    os.environ["DLRS_BENCH_CACHE"] = str(folder)
+    return folder
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """GPU tests are skipped (with a reason) on machines without CUDA."""
     if torch.cuda.is_available():

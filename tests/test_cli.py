@@ -368,7 +368,7 @@ def test_resume_skips_finished_runs_and_rerun_keeps_history(tmp_path):
 
 
 def test_resume_reruns_failed_runs(tmp_path):
-    suite = tiny_suite(matrix={"dataset.num_dense": [0]})
+    suite = tiny_suite(matrix={"compressor": [{"kind": "qr", "ratio": 100000}]})  # unreachable: fails at build
     path = write(tmp_path / "fail.yaml", suite)
     results_dir = tmp_path / "results"
     assert invoke("run", path, "--results-dir", results_dir).exit_code == EXIT_FAILED
@@ -384,11 +384,11 @@ def test_resume_reruns_failed_runs(tmp_path):
 
 def test_failing_scenarios_are_recorded_and_the_others_complete(tmp_path):
     missing = tmp_path / "no-such-movielens"
-    suite = tiny_suite(matrix={"dataset": [
-        {"num_dense": 4},
-        {"num_dense": 0},  # DLRM needs a dense feature: raises when the model is built
-        {"name": "movielens-latest-small", "path": str(missing)},  # raises when the data is read
-    ]})
+    suite = tiny_suite(matrix={}, scenarios=[
+        {},
+        {"compressor": {"kind": "qr", "ratio": 100000}},  # no QR of these tables reaches it: raises at build
+        {"dataset": {"name": "movielens-latest-small", "path": str(missing)}},  # raises when the data is read
+    ])
     path = write(tmp_path / "failing.yaml", suite)
     results_dir = tmp_path / "results"
     result = invoke("run", path, "--results-dir", results_dir)
@@ -403,12 +403,12 @@ def test_failing_scenarios_are_recorded_and_the_others_complete(tmp_path):
         by_status.setdefault(r["status"], []).append(r)
     assert len(by_status.get("failed", [])) == 2
     (ok,) = by_status.get("reached", []) + by_status.get("not_reached", [])
-    assert ok["scenario"]["dataset"]["num_dense"] == 4 and ok["error"] is None
+    assert ok["scenario"]["compressor"]["kind"] == "none" and ok["error"] is None
 
     failed = {r["scenario"]["dataset"]["name"]: r for r in by_status["failed"]}
-    dense = failed["synthetic"]
-    assert dense["error"]["type"] == "ValueError"
-    assert "dense feature" in dense["error"]["message"]
+    qr = failed["synthetic"]
+    assert qr["error"]["type"] == "ValueError"
+    assert "cannot reach ratio 100000" in qr["error"]["message"]
     movielens = failed["movielens-latest-small"]
     assert movielens["error"]["type"] == "UserInputError"
     assert str(missing) in movielens["error"]["message"]

@@ -588,7 +588,7 @@ def movielens():
     from dlrs_bench.data.movielens import MovieLensLatestSmall, MovieLensOptions
 
     dataset = MovieLensLatestSmall.build(MovieLensOptions())
-    split = dataset.splits["train"].take(torch.arange(4096))
+    split = dataset.splits["train"].take(slice(0, 4096))
     batches = list(iter_batches(split, 512, dataset.feature_names))
     return dataset, batches
 

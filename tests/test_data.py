@@ -30,7 +30,7 @@ def movielens_temporal():
 
 
 def rows_of(split: CTRSplit, key: str) -> list[list[int]]:
-    j = split.sparse[key]
+    j = split.to_memory().sparse[key]
     return [j.values[j.offsets[i] : j.offsets[i + 1]].tolist() for i in range(len(split))]
 
 
@@ -40,7 +40,7 @@ def rows_of(split: CTRSplit, key: str) -> list[list[int]]:
 def test_movielens_sizes_ctr_and_cardinalities(movielens):
     splits = movielens.splits
     assert sum(len(s) for s in splits.values()) == ML_ROWS
-    labels = torch.cat([s.labels for s in splits.values()])
+    labels = torch.cat([s.to_memory().labels for s in splits.values()])
     assert set(labels.unique().tolist()) == {0.0, 1.0}
     assert float(labels.mean()) == pytest.approx(0.482, abs=5e-4)  # 48,580 of 100,836 ratings are >= 4
     cards = {f.name: f.cardinality for f in movielens.features}
@@ -51,10 +51,10 @@ def test_movielens_sizes_ctr_and_cardinalities(movielens):
     assert [f.multi_hot for f in movielens.features] == [False, False, True, False]
     assert movielens.num_dense == 4
     for split in splits.values():
-        assert split.dense.shape == (len(split), 4) and split.dense.dtype == torch.float32
-        assert torch.isfinite(split.dense).all()
+        assert split.to_memory().dense.shape == (len(split), 4) and split.to_memory().dense.dtype == torch.float32
+        assert torch.isfinite(split.to_memory().dense).all()
         for f in movielens.features:
-            values = split.sparse[f.name].values
+            values = split.to_memory().sparse[f.name].values
             assert values.dtype == torch.int64
             assert int(values.min()) >= 0 and int(values.max()) < f.cardinality
 
@@ -65,8 +65,8 @@ def test_movielens_random_split_is_80_10_10_and_disjoint(movielens):
     # every (user, movie) pair is rated once in ml-latest-small, so pairs identify rows
     pairs = {}
     for name, split in movielens.splits.items():
-        user = split.sparse["user"].values.tolist()
-        movie = split.sparse["movie"].values.tolist()
+        user = split.to_memory().sparse["user"].values.tolist()
+        movie = split.to_memory().sparse["movie"].values.tolist()
         pairs[name] = set(zip(user, movie))
         assert len(pairs[name]) == len(split)
     assert not pairs["train"] & pairs["val"]
@@ -78,26 +78,26 @@ def test_movielens_random_split_is_80_10_10_and_disjoint(movielens):
 def test_movielens_split_seed_changes_the_split_deterministically(movielens):
     again = MovieLensLatestSmall.build(MovieLensOptions())
     other = MovieLensLatestSmall.build(MovieLensOptions(split_seed=1))
-    assert torch.equal(again.splits["val"].sparse["user"].values, movielens.splits["val"].sparse["user"].values)
-    assert torch.equal(again.splits["val"].dense, movielens.splits["val"].dense)
-    assert not torch.equal(other.splits["val"].sparse["user"].values, movielens.splits["val"].sparse["user"].values)
+    assert torch.equal(again.splits["val"].to_memory().sparse["user"].values, movielens.splits["val"].to_memory().sparse["user"].values)
+    assert torch.equal(again.splits["val"].to_memory().dense, movielens.splits["val"].to_memory().dense)
+    assert not torch.equal(other.splits["val"].to_memory().sparse["user"].values, movielens.splits["val"].to_memory().sparse["user"].values)
 
 
 def test_movielens_temporal_split_orders_by_time(movielens_temporal, movielens):
     s = movielens_temporal.splits
     assert {k: len(v) for k, v in s.items()} == {"train": ML_ROWS - 2 * 10_083, "val": 10_083, "test": 10_083}
-    year = {k: v.dense[:, 2] for k, v in s.items()}  # standardised rating time: monotone in the timestamp
+    year = {k: v.to_memory().dense[:, 2] for k, v in s.items()}  # standardised rating time: monotone in the timestamp
     assert float(year["train"].max()) <= float(year["val"].min())
     assert float(year["val"].max()) <= float(year["test"].min())
     assert float(year["train"].max()) <= float(year["test"].min())
     assert movielens_temporal.info["split"]["protocol"] == "temporal"
     # the random split, by contrast, mixes times
     r = movielens.splits
-    assert float(r["train"].dense[:, 2].max()) > float(r["test"].dense[:, 2].min())
+    assert float(r["train"].to_memory().dense[:, 2].max()) > float(r["test"].to_memory().dense[:, 2].min())
 
 
 def test_movielens_dense_features_are_standardised_on_train(movielens):
-    train = movielens.splits["train"].dense.double()
+    train = movielens.splits["train"].to_memory().dense.double()
     torch.testing.assert_close(train.mean(0), torch.zeros(4, dtype=torch.float64), atol=1e-4, rtol=0)
     torch.testing.assert_close(train.std(0, unbiased=False), torch.ones(4, dtype=torch.float64), atol=1e-3, rtol=0)
 
@@ -115,10 +115,10 @@ def test_movielens_genres_bag_of_a_known_movie(movielens):
     years = sorted({int(t[-5:-1]) for t in titles if t[-6:-5] == "(" and t[-5:-1].isdigit()})
     found = 0
     for split in movielens.splits.values():
-        movie = split.sparse["movie"].values
+        movie = split.to_memory().sparse["movie"].values
         rows = (movie == 0).nonzero().flatten()
         bags = rows_of(split.take(rows), "genres")
-        year_ids = split.sparse["year"].values[rows]
+        year_ids = split.to_memory().sparse["year"].values[rows]
         for bag in bags:
             assert [vocab[i] for i in bag] == expected
         assert (year_ids == years.index(1995) + 1).all()  # year ids: 0 = unknown, then sorted years
@@ -129,7 +129,7 @@ def test_movielens_genres_bag_of_a_known_movie(movielens):
 
 def test_movielens_labels_follow_threshold():
     high = MovieLensLatestSmall.build(MovieLensOptions(label_threshold=4.5))
-    labels = torch.cat([s.labels for s in high.splits.values()])
+    labels = torch.cat([s.to_memory().labels for s in high.splits.values()])
     assert float(labels.mean()) < 0.482 - 0.1  # fewer positives at rating >= 4.5
 
 
@@ -190,9 +190,9 @@ def synth(**kw):
 
 def same_dataset(x, y) -> bool:
     return all(
-        torch.equal(x.splits[k].labels, y.splits[k].labels)
-        and torch.equal(x.splits[k].dense, y.splits[k].dense)
-        and all(torch.equal(x.splits[k].sparse[f].values, y.splits[k].sparse[f].values) for f in x.splits[k].sparse)
+        torch.equal(x.splits[k].to_memory().labels, y.splits[k].to_memory().labels)
+        and torch.equal(x.splits[k].to_memory().dense, y.splits[k].to_memory().dense)
+        and all(torch.equal(x.splits[k].to_memory().sparse[f].values, y.splits[k].to_memory().sparse[f].values) for f in x.splits[k].to_memory().sparse)
         for k in x.splits
     )
 
@@ -201,8 +201,8 @@ def test_synthetic_is_deterministic_per_seed():
     a, b, c = synth(seed=4), synth(seed=4), synth(seed=5)
     assert same_dataset(a, b)
     assert a.info["ceiling"] == b.info["ceiling"]
-    assert not torch.equal(a.splits["train"].labels, c.splits["train"].labels)
-    assert not torch.equal(a.splits["train"].sparse["t0"].values, c.splits["train"].sparse["t0"].values)
+    assert not torch.equal(a.splits["train"].to_memory().labels, c.splits["train"].to_memory().labels)
+    assert not torch.equal(a.splits["train"].to_memory().sparse["t0"].values, c.splits["train"].to_memory().sparse["t0"].values)
 
 
 def test_synthetic_through_the_registry():
@@ -214,7 +214,7 @@ def test_synthetic_through_the_registry():
 @pytest.mark.parametrize("ctr", [0.1, 0.3, 0.6])
 def test_synthetic_base_ctr_close_to_requested(ctr):
     ds = synth(rows=20_000, base_ctr=ctr)
-    labels = torch.cat([s.labels for s in ds.splits.values()])
+    labels = torch.cat([s.to_memory().labels for s in ds.splits.values()])
     assert float(labels.mean()) == pytest.approx(ctr, abs=0.015)
 
 
@@ -223,14 +223,13 @@ def test_synthetic_ids_within_cardinality_and_bag_sizes():
     assert [(f.name, f.cardinality, f.multi_hot) for f in ds.features] == [
         ("t0", 40, False), ("t1", 7, True), ("t2", 3, True)]
     for split in ds.splits.values():
-        assert split.dense.shape == (len(split), 3)
+        assert split.to_memory().dense.shape == (len(split), 3)
         for f, hot in zip(ds.features, [1, 3, 2]):
-            j = split.sparse[f.name]
+            j = split.to_memory().sparse[f.name]
             lengths = j.offsets[1:] - j.offsets[:-1]
             assert (lengths == hot).all()
             assert len(j.values) == hot * len(split)
             assert int(j.values.min()) >= 0 and int(j.values.max()) < f.cardinality
-            assert j.is_single == (hot == 1)
 
 
 def test_synthetic_zipf_skew():
@@ -238,7 +237,7 @@ def test_synthetic_zipf_skew():
     uniform = synth(rows=20_000, cardinalities=[100], zipf_exponent=0.0, num_dense=0)
 
     def counts(ds):
-        ids = torch.cat([s.sparse["t0"].values for s in ds.splits.values()])
+        ids = torch.cat([s.to_memory().sparse["t0"].values for s in ds.splits.values()])
         return torch.bincount(ids, minlength=100).double()
 
     c = counts(skewed)
@@ -255,7 +254,7 @@ def test_synthetic_ceiling_auc_rises_with_signal():
     ds = synth(rows=20_000, signal=3.0)
     for split in ("val", "test"):
         ceiling = ds.info["ceiling"][split]
-        assert set(ceiling) == {"auc", "logloss", "ne"}
+        assert set(ceiling) == {"auc", "logloss", "ne", "rows"} and ceiling["rows"] == 2000
         assert 0.5 < ceiling["auc"] < 1 and ceiling["ne"] < 1
 
 
@@ -272,20 +271,27 @@ def test_synthetic_options_validation():
 
 
 @pytest.fixture
-def small_split() -> CTRSplit:
-    """Five rows: one-hot 'a', multi-hot 'b' with bags of lengths 2, 0, 3, 1, 1."""
+def small_split(tmp_path) -> CTRSplit:
+    """Five rows in a cache: one-hot 'a', multi-hot 'b' with bags of lengths 2, 0, 3, 1, 1."""
+    from dlrs_bench.config.schema import DatasetOptions
+    from dlrs_bench.data.base import dataset_from_cache
+    from dlrs_bench.data.cache import CacheWriter, Manifest, open_cache
+    from dlrs_bench.data.rows import RowSet
+
     b_rows = [[10, 11], [], [12, 13, 14], [15], [16]]
-    b_values = torch.tensor([v for r in b_rows for v in r], dtype=torch.int64)
-    b_offsets = torch.tensor([0, 2, 2, 5, 6, 7], dtype=torch.int64)
-    return CTRSplit(
-        dense=torch.arange(10, dtype=torch.float32).reshape(5, 2),
-        sparse={"a": Jagged.single(torch.tensor([0, 1, 2, 3, 4])), "b": Jagged(b_values, b_offsets)},
-        labels=torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0]),
-    )
+    with CacheWriter(tmp_path / "small", 2, 1, jagged=("b",)) as writer:
+        writer.append(np.array([0, 1, 0, 1, 1]), np.arange(10, dtype=np.float32).reshape(5, 2),
+                      np.arange(5).reshape(5, 1),
+                      {"b": (np.array([len(r) for r in b_rows]), np.array([v for r in b_rows for v in r]))})
+        writer.commit(Manifest(dataset="small", rows=5, num_dense=2, features={"a": 5, "b": 17}, sparse_dtype="int32",
+                               ctr=0.6, parts=[5], options={}, inputs=[], skipped={}, created_at="",
+                               bags={"b": 0}), "int32")
+    cache = open_cache(tmp_path / "small")
+    return dataset_from_cache(DatasetOptions(name="small"), cache, {"train": RowSet(0, 5)}, {}).splits["train"]
 
 
 def test_make_batch_matches_jagged_rows(small_split):
-    rows = torch.tensor([3, 0, 2, 1])
+    rows = np.array([3, 0, 2, 1])
     batch = make_batch(small_split, rows, ["a", "b"])
     kjt = batch.sparse_features
     assert kjt.keys() == ["a", "b"]
@@ -294,12 +300,12 @@ def test_make_batch_matches_jagged_rows(small_split):
     assert kjt.stride() == 4
     per_key = kjt.to_dict()
     assert [t.tolist() for t in per_key["b"].to_dense()] == [[15], [10, 11], [12, 13, 14], []]
-    assert torch.equal(batch.dense_features, small_split.dense[rows])
-    assert torch.equal(batch.labels, small_split.labels[rows])
+    assert torch.equal(batch.dense_features, small_split.to_memory().dense[rows])
+    assert torch.equal(batch.labels, small_split.to_memory().labels[rows])
 
 
 def test_make_batch_key_order_follows_keys(small_split):
-    kjt = make_batch(small_split, torch.tensor([4, 2]), ["b", "a"]).sparse_features
+    kjt = make_batch(small_split, np.array([4, 2]), ["b", "a"]).sparse_features
     assert kjt.keys() == ["b", "a"]
     assert kjt.lengths().tolist() == [1, 3, 1, 1]
     assert kjt.values().tolist() == [16, 12, 13, 14, 4, 2]
@@ -307,12 +313,12 @@ def test_make_batch_key_order_follows_keys(small_split):
 
 def test_make_batch_on_movielens_genres(movielens):
     split = movielens.splits["val"]
-    rows = torch.tensor([5, 17, 2, 1000])
+    rows = np.array([5, 17, 2, 1000])
     kjt = make_batch(split, rows, movielens.feature_names).sparse_features
     expected = rows_of(split, "genres")
     got = [t.tolist() for t in kjt.to_dict()["genres"].to_dense()]
     assert got == [expected[i] for i in rows.tolist()]
-    assert kjt.to_dict()["user"].values().tolist() == split.sparse["user"].values[rows].tolist()
+    assert kjt.to_dict()["user"].values().tolist() == split.to_memory().sparse["user"].values[rows].tolist()
 
 
 def test_iter_batches_covers_every_row_once(small_split):
@@ -324,11 +330,10 @@ def test_iter_batches_covers_every_row_once(small_split):
 def test_iter_batches_shuffled_covers_every_row_once_and_is_reproducible():
     ds = synth(rows=1000)
     split = ds.splits["train"]
-    row_id = split.dense[:, 0]  # standard-normal dense column: distinct per row
+    row_id = split.to_memory().dense[:, 0]  # standard-normal dense column: distinct per row
 
     def order(seed):
-        g = torch.Generator().manual_seed(seed)
-        return torch.cat([b.dense_features[:, 0] for b in iter_batches(split, 64, ds.feature_names, g)])
+        return torch.cat([b.dense_features[:, 0] for b in iter_batches(split, 64, ds.feature_names, seed)])
 
     first = order(7)
     assert len(first) == len(split) == 800
@@ -348,8 +353,8 @@ def test_prefetch_moves_every_batch_in_order_and_stops_early():
     split = Synthetic.build(SyntheticOptions(rows=2000, cardinalities=[50, 20], num_dense=3)).splits["train"]
     keys = ["t0", "t1"]
     device = torch.device("cuda", 0)
-    expected = list(iter_batches(split, 128, keys, torch.Generator().manual_seed(1)))
-    got = list(prefetch(iter(iter_batches(split, 128, keys, torch.Generator().manual_seed(1))), device))
+    expected = list(iter_batches(split, 128, keys, 1))
+    got = list(prefetch(iter(iter_batches(split, 128, keys, 1)), device))
     assert len(got) == len(expected)
     for a, b in zip(got, expected):
         assert a.labels.device.type == "cuda"

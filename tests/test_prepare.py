@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import pytest
 import yaml
 from conftest import tiny_suite
@@ -112,7 +113,7 @@ def invoke(*args: Any):
 
 def c26(split: Any) -> list[int]:
     """Row indexes of a split (its C26 ids, dlrm numbering of unique values)."""
-    return split.sparse["C26"].values.tolist()
+    return split.to_memory().sparse["C26"].values.tolist()
 
 
 # ---------------------------------------------------------------- fixtures
@@ -146,7 +147,7 @@ def two_days(tmp_path_factory) -> dict[str, Any]:
 
 
 def test_rows_ctr_labels_and_dtypes(generated):
-    manifest, labels, dense, sparse = open_cache(generated["out"])
+    manifest, labels, dense, sparse = open_cache(generated["out"]).columns()
     ref = generated["ref"]
     assert manifest.rows == N_ROWS == len(labels) == len(dense) == len(sparse)
     assert manifest.dataset == "criteo-kaggle"
@@ -161,7 +162,7 @@ def test_rows_ctr_labels_and_dtypes(generated):
 
 
 def test_cardinality_is_the_number_of_distinct_values_missing_included(generated):
-    manifest, _, _, sparse = open_cache(generated["out"])
+    manifest, _, _, sparse = open_cache(generated["out"]).columns()
     ref = np.array(generated["ref"]["sparse"], dtype=np.int64)
     for j, (name, cardinality) in enumerate(manifest.features.items()):
         distinct = set(ref[:, j].tolist())
@@ -172,7 +173,7 @@ def test_cardinality_is_the_number_of_distinct_values_missing_included(generated
 
 
 def test_dlrm_numbering_is_the_rank_among_sorted_distinct_values(generated):
-    _, _, _, sparse = open_cache(generated["out"])
+    _, _, _, sparse = open_cache(generated["out"]).columns()
     ref = np.array(generated["ref"]["sparse"], dtype=np.int64)
     for j in range(N_SPARSE):
         ranks = {v: i for i, v in enumerate(sorted(set(ref[:, j].tolist())))}
@@ -181,7 +182,7 @@ def test_dlrm_numbering_is_the_rank_among_sorted_distinct_values(generated):
 
 
 def test_dlrm_dense_transform(generated):
-    _, _, dense, _ = open_cache(generated["out"])
+    _, _, dense, _ = open_cache(generated["out"]).columns()
     expected = [[math.log(max(x, 0) + 1) for x in row] for row in generated["ref"]["dense"]]
     np.testing.assert_allclose(dense, np.array(expected), rtol=1e-6, atol=1e-7)
 
@@ -204,7 +205,7 @@ def hand_file(tmp_path) -> Path:
 
 def test_hand_checked_values_dlrm(hand_file, tmp_path):
     manifest = run_prepare(hand_file, tmp_path / "c")
-    _, labels, dense, sparse = open_cache(tmp_path / "c")
+    _, labels, dense, sparse = open_cache(tmp_path / "c").columns()
     assert labels.tolist() == [1, 0, 0] and manifest.ctr == pytest.approx(1 / 3)
     np.testing.assert_allclose(dense[:, 0], [math.log(4), 0.0, 0.0], rtol=1e-6)  # log(3+1), missing, clamp(-2)
     assert (dense[:, 1:] == 0).all()  # log1p(0)
@@ -215,7 +216,7 @@ def test_hand_checked_values_dlrm(hand_file, tmp_path):
 
 def test_hand_checked_values_torchrec(hand_file, tmp_path):
     manifest = run_prepare(hand_file, tmp_path / "c", dense_transform="torchrec", numbering="torchrec")
-    _, _, dense, sparse = open_cache(tmp_path / "c")
+    _, _, dense, sparse = open_cache(tmp_path / "c").columns()
     # log(x - min + 2) with min = -2: log(7), log(4) (missing = 0), log(2); the zeros give log(4)
     np.testing.assert_allclose(dense[:, 0], [math.log(7), math.log(4), math.log(2)], rtol=1e-6)
     np.testing.assert_allclose(dense[:, 1:], math.log(4), rtol=1e-6)
@@ -227,7 +228,7 @@ def test_hand_checked_values_torchrec(hand_file, tmp_path):
 
 def test_hand_checked_values_modulo(hand_file, tmp_path):
     manifest = run_prepare(hand_file, tmp_path / "c", numbering="modulo", max_rows=7)
-    _, _, _, sparse = open_cache(tmp_path / "c")
+    _, _, _, sparse = open_cache(tmp_path / "c").columns()
     assert sparse[:, 0].tolist() == [3, 0, 3]  # 10 % 7, 0, (2^32 - 1) % 7 = 3
     assert sparse[:, 2].tolist() == [4, 3, 4]
     assert set(manifest.features.values()) == {7}
@@ -235,7 +236,7 @@ def test_hand_checked_values_modulo(hand_file, tmp_path):
 
 def test_torchrec_transform_uses_the_minimum_over_all_dense_values(generated, tmp_path):
     run_prepare(generated["raw"], tmp_path / "c", dense_transform="torchrec")
-    manifest, _, dense, _ = open_cache(tmp_path / "c")
+    manifest, _, dense, _ = open_cache(tmp_path / "c").columns()
     raw = np.array(generated["ref"]["dense"], dtype=np.float64)
     low = raw.min()
     assert low == -3 and manifest.options["dense_min"] == low
@@ -244,7 +245,7 @@ def test_torchrec_transform_uses_the_minimum_over_all_dense_values(generated, tm
 
 def test_torchrec_numbering_first_appearance_from_2_rare_to_1(generated, tmp_path):
     manifest = run_prepare(generated["raw"], tmp_path / "c", numbering="torchrec", frequency_threshold=10)
-    _, _, _, sparse = open_cache(tmp_path / "c")
+    _, _, _, sparse = open_cache(tmp_path / "c").columns()
     ref = np.array(generated["ref"]["sparse"], dtype=np.int64)
     for j in range(N_SPARSE):
         column = ref[:, j].tolist()
@@ -261,7 +262,7 @@ def test_torchrec_numbering_first_appearance_from_2_rare_to_1(generated, tmp_pat
 
 def test_torchrec_numbering_without_threshold(generated, tmp_path):
     run_prepare(generated["raw"], tmp_path / "c", numbering="torchrec")
-    _, _, _, sparse = open_cache(tmp_path / "c")
+    _, _, _, sparse = open_cache(tmp_path / "c").columns()
     assert sparse[:, 25].tolist() == list(range(2, N_ROWS + 2))
     column = np.array(generated["ref"]["sparse"])[:, 3].tolist()
     order = list(dict.fromkeys(column))
@@ -270,7 +271,7 @@ def test_torchrec_numbering_without_threshold(generated, tmp_path):
 
 def test_modulo_numbering_with_max_rows(generated, tmp_path):
     manifest = run_prepare(generated["raw"], tmp_path / "c", numbering="modulo", max_rows=50)
-    _, _, _, sparse = open_cache(tmp_path / "c")
+    _, _, _, sparse = open_cache(tmp_path / "c").columns()
     ref = np.array(generated["ref"]["sparse"], dtype=np.int64)
     np.testing.assert_array_equal(sparse, ref % 50)
     assert list(manifest.features.values()) == [50] * N_SPARSE
@@ -288,7 +289,7 @@ def test_modulo_numbering_needs_max_rows(generated, tmp_path):
 
 def test_max_rows_with_dlrm_numbering(generated, tmp_path):
     manifest = run_prepare(generated["raw"], tmp_path / "c", max_rows=50)
-    _, _, _, sparse = open_cache(tmp_path / "c")
+    _, _, _, sparse = open_cache(tmp_path / "c").columns()
     ref = np.array(generated["ref"]["sparse"], dtype=np.int64) % 50
     for j in range(N_SPARSE):
         ranks = {v: i for i, v in enumerate(sorted(set(ref[:, j].tolist())))}
@@ -299,7 +300,7 @@ def test_max_rows_with_dlrm_numbering(generated, tmp_path):
 
 def test_frequency_threshold_with_dlrm_numbering(generated, tmp_path):
     manifest = run_prepare(generated["raw"], tmp_path / "c", frequency_threshold=20)
-    _, _, _, sparse = open_cache(tmp_path / "c")
+    _, _, _, sparse = open_cache(tmp_path / "c").columns()
     ref = np.array(generated["ref"]["sparse"], dtype=np.int64)
     saw_rare = False
     for j in range(N_SPARSE):
@@ -321,7 +322,7 @@ def test_chunking_and_workers_do_not_change_the_cache(generated, tmp_path):
         small, large = (tmp_path / "small" / name).read_bytes(), (tmp_path / "large" / name).read_bytes()
         assert small == large, name
         assert small == (generated["out"] / name).read_bytes(), name  # chunk_rows 100, 2 workers
-    a, b = (open_cache(tmp_path / d)[0].model_dump(exclude={"created_at", "inputs"}) for d in ("small", "large"))
+    a, b = (open_cache(tmp_path / d).manifest.model_dump(exclude={"created_at", "inputs"}) for d in ("small", "large"))
     assert a == b
 
 
@@ -334,7 +335,7 @@ def test_crlf_line_ends_give_the_same_cache(generated, tmp_path):
 
 
 def test_two_files_give_parts_and_one_vocabulary(two_days):
-    manifest, labels, _, sparse = open_cache(two_days["out"])
+    manifest, labels, _, sparse = open_cache(two_days["out"]).columns()
     assert manifest.parts == [300, 101] and manifest.rows == 401
     assert manifest.dataset == "criteo-tb"
     assert sparse[:, 25].tolist() == list(range(401))  # renumbered over both days together
@@ -343,7 +344,7 @@ def test_two_files_give_parts_and_one_vocabulary(two_days):
 
 
 def test_manifest_inputs_record_size_and_sha256(two_days):
-    manifest = open_cache(two_days["out"])[0]
+    manifest = open_cache(two_days["out"]).manifest
     assert [Path(i.path) for i in manifest.inputs] == two_days["days"]
     for record, path in zip(manifest.inputs, two_days["days"]):
         assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -361,7 +362,7 @@ def test_dlrm_7day_split_reference_sizes():
                         ctr=0.0, parts=[45_840_617], options={}, inputs=[], skipped={}, created_at="")
     ranges = split_ranges(manifest, CriteoKaggleOptions(path="x"))
     assert [len(ranges[k]) for k in ("train", "test", "val")] == [39_291_958, 3_274_330, 3_274_329]
-    assert ranges["test"][0] == 39_291_958 and ranges["val"][0] == 39_291_958 + 3_274_330
+    assert ranges["test"].start == 39_291_958 and ranges["val"].start == 39_291_958 + 3_274_330
 
 
 def test_dlrm_7day_split(generated):
@@ -372,12 +373,13 @@ def test_dlrm_7day_split(generated):
     assert c26(dataset.splits["test"]) == list(range(609, 660))
     assert c26(dataset.splits["val"]) == list(range(660, 710))
     labels = generated["ref"]["labels"]
-    assert dataset.splits["test"].labels.tolist() == labels[609:660]
+    assert dataset.splits["test"].to_memory().labels.tolist() == labels[609:660]
     assert dataset.summary()["rows"] == {"train": 609, "val": 50, "test": 51}
     assert dataset.info["split"]["protocol"] == "dlrm-7day"
     assert [f.cardinality for f in dataset.features] == list(generated["manifest"].features.values())
     assert dataset.num_dense == 13
-    assert all(j.is_single for j in dataset.splits["train"].sparse.values())  # one id per row by default
+    assert not any(f.multi_hot for f in dataset.features)  # one id per row by default
+    assert all(torch.equal(j.offsets, torch.arange(610)) for j in dataset.splits["train"].to_memory().sparse.values())
 
 
 def test_last_day_split_halves_the_last_file_val_first(two_days):
@@ -433,14 +435,14 @@ def test_nested_train_subsets_leave_val_and_test_alone(generated):
     # the rows are whole rows: labels and dense values travel with the ids
     labels, dense = generated["ref"]["labels"], generated["ref"]["dense"]
     split = s100.splits["train"]
-    assert split.labels.tolist() == [labels[i] for i in c26(split)]
-    np.testing.assert_allclose(split.dense[:, 1].numpy(),
+    assert split.to_memory().labels.tolist() == [labels[i] for i in c26(split)]
+    np.testing.assert_allclose(split.to_memory().dense[:, 1].numpy(),
                                [math.log(max(dense[i][1], 0) + 1) for i in c26(split)], rtol=1e-6)
     for ds in (s100, s300, s90):
         for name in ("val", "test"):
             assert c26(ds.splits[name]) == c26(full.splits[name])
         assert ds.info["subset"]["of"] == 568
-    assert build(num_samples=100, subset_seed=1).splits["train"].labels.shape == (100,)
+    assert build(num_samples=100, subset_seed=1).splits["train"].to_memory().labels.shape == (100,)
     assert train["100"] != set(c26(build(num_samples=100, subset_seed=1).splits["train"]))
 
 
@@ -540,7 +542,7 @@ def test_skip_drops_and_counts_bad_lines(tmp_path):
     assert [int(e.split(":")[1]) for e in examples] == [5, 12, 20, 31, 40]
     assert all(e.startswith(f"{raw}:") for e in examples)
     # the good rows are all there, in order, with their values
-    _, labels, _, sparse = open_cache(tmp_path / "cache")
+    _, labels, _, sparse = open_cache(tmp_path / "cache").columns()
     assert sparse[:, 25].tolist() == list(range(len(GOOD)))
     assert labels.tolist() == reference(GOOD)["labels"]
 
@@ -639,7 +641,7 @@ def test_cli_prepare_two_days_with_options(two_days, tmp_path):
                     "--out", out, "--numbering", "modulo", "--max-rows", 40, "--dense-transform", "torchrec",
                     "--workers", 2)
     assert result.exit_code == EXIT_OK, result.output
-    manifest = open_cache(out)[0]
+    manifest = open_cache(out).manifest
     assert manifest.parts == [300, 101] and set(manifest.features.values()) == {40}
     assert manifest.options["dense_transform"].startswith("torchrec")
 
@@ -691,7 +693,7 @@ def sample_cache(tmp_path_factory) -> Path:
 
 @needs_sample
 def test_real_sample_prepares(sample_cache):
-    manifest, labels, dense, sparse = open_cache(sample_cache)
+    manifest, labels, dense, sparse = open_cache(sample_cache).columns()
     assert manifest.rows == 1999 and manifest.parts == [1999]
     assert manifest.ctr == pytest.approx(0.209, abs=5e-4)
     assert manifest.skipped["count"] == 0

@@ -39,7 +39,7 @@ def test_avazu_rows_labels_and_hour_features(tmp_path: Path) -> None:
     manifest = prepare(AvazuFormat(), [write(tmp_path / "a.csv", lines)], tmp_path / "out", OPTIONS)
     assert manifest.rows == 30 and manifest.ctr == pytest.approx(15 / 30)
     assert list(manifest.features) == SPARSE and manifest.num_dense == 0
-    _, labels, _, sparse = open_cache(tmp_path / "out")
+    _, labels, _, sparse = open_cache(tmp_path / "out").columns()
     assert labels.tolist() == [i % 2 for i in range(30)]
     hour_col, weekday_col, weekend_col = (SPARSE.index(c) for c in ("hour_of_day", "weekday", "weekend"))
     # dlrm numbering: ids are ranks of the sorted distinct raw values
@@ -84,7 +84,7 @@ def test_movielens_1m_dat_and_random_split(tmp_path: Path) -> None:
     assert manifest.features == {"user": 5, "movie": 7}
     ds = build_dataset(MovieLensPreparedOptions(path=str(tmp_path / "ml"), split_seed=1))
     assert {k: len(s) for k, s in ds.splits.items()} == {"train": 32, "val": 4, "test": 4}
-    assert ds.num_dense == 1 and float(ds.splits["train"].dense.unique()) == 1.0  # the constant bias input
+    assert ds.num_dense == 1 and float(ds.splits["train"].to_memory().dense.unique()) == 1.0  # the constant bias input
 
 
 def test_movielens_csv_bad_rating_names_line(tmp_path: Path) -> None:

@@ -28,6 +28,10 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Training-order protocols of a dataset (see dlrs_bench.data.order).
+Shuffle = Literal["auto", "permutation", "blocks", "none"]
+
+
 class DatasetOptions(StrictModel):
     """Options common to every dataset plugin; plugins subclass it.
 
@@ -40,6 +44,12 @@ class DatasetOptions(StrictModel):
     num_samples: PositiveInt | None = Field(None, description="train rows to keep (nested subsets)")
     fraction: float | None = Field(None, gt=0, le=1, description="fraction of the train rows to keep")
     subset_seed: int = 0
+    shuffle: Shuffle = Field(
+        "auto", description="training order: permutation (a random permutation every epoch), blocks (random "
+        "blocks, rows shuffled within a window; bounded memory), none (in order: for a cache shuffled when "
+        "prepared), auto (none for a shuffled cache, permutation up to 8M train rows, else blocks)")
+    shuffle_block_rows: PositiveInt = Field(4096, description="shuffle 'blocks': consecutive rows per block")
+    shuffle_window_rows: PositiveInt = Field(1 << 20, description="shuffle 'blocks': rows permuted together")
 
     @model_validator(mode="after")
     def _one_subset_size(self) -> DatasetOptions:
@@ -128,10 +138,11 @@ class DistributedSpec(StrictModel):
     sharding_types: list[ShardingType] | None = Field(
         None, min_length=1, description="sharding types the TorchRec planner may use for full tables "
         "(default: all the device supports; never data_parallel)")
-    one_rank_dmp: bool = Field(
-        False, description="on one rank (gpus: 1, or processes: 1 on CPU) still train under DistributedModelParallel: "
-        "full tables as fused TBE kernels with the optimizer in the backward, as every rank of a sharded run does "
-        "(default: TorchRec's unsharded EmbeddingBagCollection with dense gradients)")
+    one_rank_dmp: bool | None = Field(
+        None, description="on one rank (gpus: 1, or one CPU process) train under DistributedModelParallel: full "
+        "tables as fused TBE kernels with the optimizer in the backward, as every rank of a sharded run does. "
+        "Default: true on a GPU (the unsharded collection's dense table gradients do not fit one GPU at MLPerf "
+        "size), false on CPU; false keeps TorchRec's unsharded EmbeddingBagCollection with dense gradients")
 
 
 class TargetSpec(StrictModel):
@@ -186,15 +197,15 @@ class Scenario(StrictModel):
         """Ranks training the model: ``gpus`` on GPUs, ``processes`` on CPU."""
         return self.gpus if self.gpus > 0 else self.processes
 
-    @property
-    def in_process_group(self) -> bool:
-        """Whether the run trains in a process group (several ranks, or one under ``one_rank_dmp``)."""
-        return self.world_size > 1 or self.distributed.one_rank_dmp
+    def in_process_group(self, device: str) -> bool:
+        """Whether the run on ``device`` ("cpu" or "cuda") trains in a process group: several ranks, or
+        one under ``distributed.one_rank_dmp`` (default: on a GPU)."""
+        one_rank_dmp = self.distributed.one_rank_dmp
+        return self.world_size > 1 or (device == "cuda" if one_rank_dmp is None else one_rank_dmp)
 
-    @property
-    def shards_tables(self) -> bool:
-        """Whether full tables go under DMP (fused TBE kernels, optimizer in the backward)."""
-        return self.in_process_group and self.compressor.kind == "none"
+    def shards_tables(self, device: str) -> bool:
+        """Whether full tables go under DMP on ``device`` (fused TBE kernels, optimizer in the backward)."""
+        return self.in_process_group(device) and self.compressor.kind == "none"
 
 
 class SuiteFile(StrictModel):

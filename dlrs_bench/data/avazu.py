@@ -39,6 +39,7 @@ class AvazuFormat:
     """The Avazu train CSV: label = click, 24 sparse features, no dense ones."""
 
     dataset = "avazu"
+    default_split = "random"
     dense_names: list[str] = []
     sparse_names = SPARSE
     header = True

@@ -1,20 +1,31 @@
-"""The in-memory form every dataset plugin produces.
+"""What every dataset plugin produces: a feature schema and splits that are views over a cache.
 
-A split holds N rows: dense features ``[N, num_dense]`` float32, labels ``[N]`` float32 in
-{0, 1}, and per sparse feature a jagged id list (``values`` int64, ``offsets`` int64 ``[N + 1]``)
-with ids in ``[0, cardinality)``.
+A split (:class:`CTRSplit`) holds no rows: it is a :class:`~dlrs_bench.data.rows.RowSet` (a range
+or an index array) over an opened :class:`~dlrs_bench.data.cache.Cache` plus how to read it (which
+columns hold each feature, multi-hot bags synthesised on the fly, the shuffle protocol). Batches are
+read from the cache when they are needed (:mod:`dlrs_bench.data.batching`), so host memory does not
+grow with the dataset.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import torch
 
 from dlrs_bench.config.schema import DatasetOptions
+from dlrs_bench.data.cache import Cache, RawRows
+from dlrs_bench.data.order import ReadOrder, Shuffle
+from dlrs_bench.data.rows import KeyedPermutation, Rows, RowSet
 from dlrs_bench.registry import DATASETS
+
+#: Rows per read when a whole split is scanned (CTR, labels for evaluation).
+SCAN_ROWS = 1 << 22
+MULTI_HOT_PRIME = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -26,23 +37,44 @@ class SparseFeature:
     multi_hot: bool = False
 
 
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Where feature ``name`` lives in the cache: ``width`` columns of ``sparse`` from ``column``
+    (0 = a variable-length bag in ``bags/``), and ``synthesised`` ids per bag derived from its one
+    stored id (MLPerf multi-hot; 1 = none), hashed with the seeds of table ``table``."""
+
+    name: str
+    cardinality: int
+    column: int
+    width: int
+    synthesised: int = 1
+    table: int = 0
+
+    @property
+    def bag_size(self) -> int | None:
+        """Ids per bag when fixed, else None."""
+        return None if self.width == 0 else self.width * self.synthesised
+
+
+@dataclass(frozen=True)
+class ShuffleSpec:
+    """The training-order options of a dataset (see :mod:`dlrs_bench.data.order`)."""
+
+    shuffle: Shuffle = "auto"
+    block_rows: int = 4096
+    window_rows: int = 1 << 20
+    shuffled_when_prepared: bool = False
+
+    def resolve(self, rows: int) -> ReadOrder:
+        return ReadOrder.resolve(self.shuffle, rows, self.shuffled_when_prepared, self.block_rows, self.window_rows)
+
+
 @dataclass
 class Jagged:
     """Variable-length id lists of N rows: row i is ``values[offsets[i]:offsets[i + 1]]``."""
 
     values: torch.Tensor  # int64 [total ids]
     offsets: torch.Tensor  # int64 [N + 1]
-    is_single: bool = field(init=False)  # every row holds exactly one id
-
-    def __post_init__(self) -> None:
-        self.is_single = len(self.values) == len(self.offsets) - 1 and bool(
-            torch.equal(self.offsets, torch.arange(len(self.offsets), dtype=torch.int64))
-        )
-
-    @classmethod
-    def single(cls, ids: torch.Tensor) -> Jagged:
-        """One id per row (``ids`` int64 ``[N]``)."""
-        return cls(ids.to(torch.int64), torch.arange(len(ids) + 1, dtype=torch.int64))
 
     def take(self, rows: torch.Tensor) -> Jagged:
         """The rows ``rows`` (int64 indexes) as a new jagged list."""
@@ -56,22 +88,91 @@ class Jagged:
 
 
 @dataclass
-class CTRSplit:
-    """N labelled rows of one split (train, val or test)."""
+class SplitArrays:
+    """A split (or part of one) in memory: dense ``[N, num_dense]`` float32, labels ``[N]`` float32,
+    per feature a :class:`Jagged` id list. For inspection and tests; training reads batches."""
 
-    dense: torch.Tensor  # float32 [N, num_dense]
+    dense: torch.Tensor
     sparse: dict[str, Jagged]
-    labels: torch.Tensor  # float32 [N]
+    labels: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def take(self, rows: torch.Tensor) -> CTRSplit:
-        return CTRSplit(self.dense[rows], {k: j.take(rows) for k, j in self.sparse.items()}, self.labels[rows])
+
+@dataclass(eq=False)
+class CTRSplit:
+    """N labelled rows of one split (train, val or test): a view over a cache."""
+
+    cache: Cache
+    rows: RowSet
+    layout: list[FeatureLayout]
+    shuffle: ShuffleSpec = ShuffleSpec()
+    _lengths: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # one-per-row lengths by batch size
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
     @property
+    def num_dense(self) -> int:
+        """Dense inputs per row (a cache without dense features gives one constant 1, a bias input)."""
+        return max(self.cache.manifest.num_dense, 1)
+
+    @cached_property
+    def order(self) -> ReadOrder:
+        """The training order of this split (``auto`` resolved for its size)."""
+        return self.shuffle.resolve(len(self))
+
+    def take(self, positions: Rows) -> CTRSplit:
+        """The rows at ``positions`` of this split as a new view."""
+        return replace(self, rows=self.rows.subset(positions), _lengths={})
+
+    def read(self, positions: Rows) -> RawRows:
+        """The raw rows at ``positions``: one contiguous read per file for a range, else a gather."""
+        rows = self.rows.rows(positions)
+        if isinstance(rows, slice):
+            return self.cache.read_range(rows.start, rows.stop)
+        return self.cache.gather(rows)
+
+    def scan(self) -> Any:
+        """Position slices covering the split, :data:`SCAN_ROWS` at a time."""
+        return (slice(lo, min(lo + SCAN_ROWS, len(self))) for lo in range(0, len(self), SCAN_ROWS))
+
+    def labels(self) -> np.ndarray:
+        """Every label of the split, uint8 ``[N]`` (1 byte a row: what exact evaluation keeps)."""
+        return np.concatenate([self.read_labels(part) for part in self.scan()] or [np.zeros(0, np.uint8)])
+
+    def read_labels(self, positions: slice) -> np.ndarray:
+        """Labels (uint8) at the positions ``positions``: a contiguous read, or a gather."""
+        rows = self.rows.rows(positions)
+        if isinstance(rows, slice):
+            return self.cache.read_labels(rows.start, rows.stop)
+        return np.asarray(self.cache.labels[rows])
+
+    @cached_property
     def ctr(self) -> float:
-        return float(self.labels.mean()) if len(self) else math.nan
+        """Mean label (a bounded-memory pass over the labels)."""
+        if not len(self):
+            return math.nan
+        return sum(int(self.read_labels(part).sum(dtype=np.int64)) for part in self.scan()) / len(self)
+
+    def lengths_of_ones(self, count: int) -> torch.Tensor:
+        """A reusable int32 tensor of ``count`` ones (KJT lengths of one-hot bags)."""
+        if count not in self._lengths:
+            self._lengths[count] = torch.ones(count, dtype=torch.int32)
+        return self._lengths[count]
+
+    def to_memory(self, positions: Rows | None = None) -> SplitArrays:
+        """The rows at ``positions`` (default: all) in memory, as tensors."""
+        from dlrs_bench.data.batching import make_batch
+
+        batch = make_batch(self, slice(0, len(self)) if positions is None else positions,
+                           [f.name for f in self.layout])
+        kjt = batch.sparse_features
+        sparse = {}
+        for key, jt in kjt.to_dict().items():
+            sparse[key] = Jagged(jt.values(), jt.offsets().to(torch.int64))
+        return SplitArrays(batch.dense_features, sparse, batch.labels)
 
 
 @dataclass
@@ -93,13 +194,19 @@ class CTRDataset:
         return [f.name for f in self.features]
 
     def summary(self) -> dict[str, Any]:
-        """Sizes and CTRs of the splits plus ``info``, as recorded in result files."""
+        """Sizes and CTRs of the splits, the training order, plus ``info``, as recorded in result files."""
+        cache = next(iter(self.splits.values())).cache
+        manifest = cache.manifest
+        row_bytes = 1 + 4 * manifest.num_dense + np.dtype(manifest.sparse_dtype).itemsize * manifest.sparse_columns
         return {
             "name": self.name,
             "num_dense": self.num_dense,
             "features": {f.name: f.cardinality for f in self.features},
             "rows": {k: len(s) for k, s in self.splits.items()},
             "ctr": {k: round(s.ctr, 6) for k, s in self.splits.items()},
+            "cache": {"path": str(cache.path), "rows": manifest.rows, "row_bytes": row_bytes,
+                      "shuffled_when_prepared": manifest.shuffle.model_dump() if manifest.shuffle else None},
+            "train_order": self.splits["train"].order.describe(),
             **self.info,
         }
 
@@ -132,16 +239,58 @@ def take_subset(full: CTRDataset, options: DatasetOptions) -> CTRDataset:
     return CTRDataset(full.name, full.features, full.num_dense, {**full.splits, "train": train.take(keep)}, info)
 
 
-def subset_rows(n: int, options: DatasetOptions) -> torch.Tensor | None:
-    """Sorted indexes of the nested train subset, or None for all rows.
+def subset_rows(n: int, options: DatasetOptions) -> np.ndarray | None:
+    """Sorted positions (int64) of the nested train subset, or None for all rows.
 
-    The subset is the first k rows of one permutation of ``range(n)`` seeded by ``subset_seed``,
-    so subsets of the same seed are nested.
+    The subset is the first k positions of one keyed pseudo-random permutation of ``range(n)``
+    (``subset_seed``), so subsets of the same seed are nested, and computing it costs k entries of
+    memory however large n is.
     """
     if options.num_samples is None and options.fraction is None:
         return None
     k = options.num_samples if options.num_samples is not None else max(1, round(options.fraction * n))
     if k > n:
-        raise ValueError(f"num_samples {k} is more than the {n} train rows of {options.name}")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(options.subset_seed))
-    return torch.sort(order[:k]).values
+        from dlrs_bench.errors import UserInputError
+
+        raise UserInputError(f"num_samples {k} is more than the {n} train rows of {options.name}")
+    return np.sort(KeyedPermutation(n, options.subset_seed).values(0, k))
+
+
+def synthesise_bags(ids: np.ndarray, cardinality: int, size: int, table: int) -> np.ndarray:
+    """Bags of ``size`` ids per row ``[B, size]`` int64: the row's own id, then ``size - 1`` ids
+    derived from it by fixed universal hashes into ``[0, cardinality)``.
+
+    MLPerf DLRM-DCNv2 materialises a random ``[n, size]`` table per feature for this; hashing the id
+    gives every id the same kind of fixed random companions without that memory.
+    """
+    g = torch.Generator().manual_seed(7919 * (table + 1))
+    a = torch.randint(1, MULTI_HOT_PRIME, (size - 1,), generator=g).numpy()
+    b = torch.randint(0, MULTI_HOT_PRIME, (size - 1,), generator=g).numpy()
+    out = np.empty((len(ids), size), np.int64)
+    out[:, 0] = ids
+    np.remainder((out[:, :1] * a + b) % MULTI_HOT_PRIME, cardinality, out=out[:, 1:])
+    return out
+
+
+def dataset_from_cache(options: DatasetOptions, cache: Cache, splits: dict[str, RowSet], info: dict[str, Any],
+                       synthesised: list[int] | None = None) -> CTRDataset:
+    """A dataset whose ``splits`` are views over ``cache``; ``synthesised`` = ids per bag to derive
+    from each one-hot feature's stored id (MLPerf multi-hot; default 1 each)."""
+    manifest = cache.manifest
+    layout, column = [], 0
+    for table, (name, cardinality) in enumerate(manifest.features.items()):
+        width = manifest.width(name)
+        size = synthesised[table] if synthesised and width == 1 else 1
+        layout.append(FeatureLayout(name, cardinality, column, width, size, table))
+        column += width
+    train = splits["train"]
+    prepared = manifest.shuffle
+    shuffled = prepared is not None and train.is_range and train.start == 0 and train.stop <= prepared.rows
+    spec = ShuffleSpec(options.shuffle, options.shuffle_block_rows, options.shuffle_window_rows, shuffled)
+    return CTRDataset(
+        name=options.name,
+        features=[SparseFeature(f.name, f.cardinality, multi_hot=f.bag_size != 1) for f in layout],
+        num_dense=max(manifest.num_dense, 1),  # no dense features: one constant 1 (a bias input)
+        splits={k: CTRSplit(cache, rows, layout, spec) for k, rows in splits.items()},
+        info=info,
+    )

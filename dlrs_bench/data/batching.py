@@ -1,4 +1,9 @@
-"""Turning a :class:`CTRSplit` into TorchRec ``Batch`` objects (dense, KJT, labels)."""
+"""Reading a :class:`CTRSplit` as TorchRec ``Batch`` objects (dense, KJT, labels).
+
+A batch is read from the cache with vectorised reads (one contiguous read per file when its rows
+are consecutive, else one gather), and its KJT is assembled feature by feature with numpy copies
+(no Python loop over rows); per-key lengths are known on the host and passed to the KJT.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +11,55 @@ import queue
 import threading
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torchrec.datasets.utils import Batch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from dlrs_bench.data.base import CTRSplit
+from dlrs_bench.data.base import CTRSplit, synthesise_bags
+from dlrs_bench.data.rows import Rows
 
 
-def make_batch(split: CTRSplit, rows: torch.Tensor, keys: list[str]) -> Batch:
-    """The rows ``rows`` of ``split`` as one TorchRec batch.
+def make_batch(split: CTRSplit, positions: Rows, keys: list[str]) -> Batch:
+    """The rows at ``positions`` of ``split`` as one TorchRec batch.
 
-    Returns a ``Batch`` with ``dense_features`` ``[B, num_dense]``, ``sparse_features`` a
-    ``KeyedJaggedTensor`` over ``keys`` (lengths ``[len(keys) * B]``) and ``labels`` ``[B]``.
+    Returns a ``Batch`` with ``dense_features`` ``[B, num_dense]`` float32, ``sparse_features`` a
+    ``KeyedJaggedTensor`` over ``keys`` (int64 values, int32 lengths ``[len(keys) * B]``) and
+    ``labels`` ``[B]`` float32.
     """
-    values, lengths = [], []
+    raw = split.read(positions)
+    b = len(raw.labels)
+    layout = {f.name: f for f in split.layout}
+    parts: list[np.ndarray] = []  # each feature's ids, bags row-major
+    bag_lengths: list[np.ndarray | int] = []  # per feature: its fixed bag size, or lengths [B]
     for key in keys:
-        jagged = split.sparse[key]
-        if jagged.is_single:
-            values.append(jagged.values[rows])
-            lengths.append(torch.ones(len(rows), dtype=torch.int32))
-        else:
-            part = jagged.take(rows)
-            values.append(part.values)
-            lengths.append((part.offsets[1:] - part.offsets[:-1]).to(torch.int32))
-    # ids per key are known here on the host: cached in the KJT, consumers need no device sync for them
-    kjt = KeyedJaggedTensor(keys=keys, values=torch.cat(values), lengths=torch.cat(lengths),
-                            length_per_key=[len(v) for v in values])
-    return Batch(dense_features=split.dense[rows], sparse_features=kjt, labels=split.labels[rows])
+        feature = layout[key]
+        if feature.width == 0:
+            lengths, ids = raw.bags[key]
+            parts.append(ids)
+            bag_lengths.append(lengths)
+            continue
+        ids = raw.sparse[:, feature.column : feature.column + feature.width]
+        if feature.synthesised > 1:
+            ids = synthesise_bags(ids[:, 0], feature.cardinality, feature.synthesised, feature.table)
+        parts.append(ids)
+        bag_lengths.append(ids.shape[1])
+    per_key = [p.size for p in parts]
+    values = np.empty(sum(per_key), np.int64)
+    at = 0
+    for part in parts:  # one strided copy (and widening) per feature
+        values[at : at + part.size].reshape(part.shape)[...] = part
+        at += part.size
+    if all(size == 1 for size in bag_lengths if isinstance(size, int)) and all(
+            isinstance(size, int) for size in bag_lengths):
+        lengths = split.lengths_of_ones(len(keys) * b)
+    else:
+        lengths = torch.from_numpy(np.concatenate(
+            [np.full(b, size, np.int32) if isinstance(size, int) else size.astype(np.int32)
+             for size in bag_lengths]))
+    kjt = KeyedJaggedTensor(keys=keys, values=torch.from_numpy(values), lengths=lengths, length_per_key=per_key)
+    dense = torch.from_numpy(raw.dense) if raw.dense.shape[1] else torch.ones(b, 1)
+    return Batch(dense_features=dense, sparse_features=kjt, labels=torch.from_numpy(raw.labels).float())
 
 
 def rank_slice(rows: int, rank: int, world: int) -> tuple[int, int]:
@@ -41,36 +68,46 @@ def rank_slice(rows: int, rank: int, world: int) -> tuple[int, int]:
     return rank * rows // world, (rank + 1) * rows // world
 
 
+def rank_share(positions: Rows, rank: int, world: int, pad: bool) -> Rows | None:
+    """Rank ``rank``'s positions of one global batch; None when the batch has fewer rows than ranks
+    (unless ``pad``: then one row each, the last row for ranks past the end)."""
+    if world == 1:
+        return positions
+    if isinstance(positions, slice):
+        n, first = positions.stop - positions.start, positions.start
+        if n < world:
+            return slice(first + min(rank, n - 1), first + min(rank, n - 1) + 1) if pad else None
+        start, end = rank_slice(n, rank, world)
+        return slice(first + start, first + end)
+    if len(positions) < world:
+        return positions[min(rank, len(positions) - 1) :][:1] if pad else None
+    start, end = rank_slice(len(positions), rank, world)
+    return positions[start:end]
+
+
 def iter_batches(
     split: CTRSplit,
     batch_size: int,
     keys: list[str],
-    generator: torch.Generator | None = None,
+    seed: int | None = None,
     rank: int = 0,
     world: int = 1,
     pad: bool = False,
 ) -> Iterator[Batch]:
-    """Batches over one pass of ``split``: shuffled when ``generator`` is given, else in order.
+    """Batches over one pass of ``split``: in the split's shuffle order with ``seed`` (see
+    :mod:`dlrs_bench.data.order`), in order without.
 
     Global batches hold ``batch_size`` rows (the last one may be smaller). With ``world > 1`` this
-    yields rank ``rank``'s :func:`rank_slice` of each global batch. A global batch with fewer rows
-    than ranks cannot give every rank a row (TorchRec needs at least one per rank): it is skipped,
-    or with ``pad`` every rank gets one row (the last row for ranks past the end; callers drop
-    those, see :func:`global_batch_rows`).
+    yields rank ``rank``'s :func:`rank_slice` of each global batch, and reads only those rows. A
+    global batch with fewer rows than ranks cannot give every rank a row (TorchRec needs at least
+    one per rank): it is skipped, or with ``pad`` every rank gets one row (the last row for ranks
+    past the end; callers drop those, see :func:`global_batch_rows`).
     """
-    n = len(split)
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for begin in range(0, n, batch_size):
-        rows = order[begin : begin + batch_size]
-        if world > 1:
-            if len(rows) < world:
-                if not pad:
-                    return
-                rows = rows[min(rank, len(rows) - 1)].view(1)
-            else:
-                start, end = rank_slice(len(rows), rank, world)
-                rows = rows[start:end]
-        yield make_batch(split, rows, keys)
+    for positions in split.order.batches(len(split), batch_size, seed):
+        share = rank_share(positions, rank, world, pad)
+        if share is None:
+            return
+        yield make_batch(split, share, keys)
 
 
 def global_batch_rows(n: int, batch_size: int, world: int) -> list[int]:
@@ -98,12 +135,15 @@ def merge_rank_rows(parts: list[torch.Tensor], n: int, batch_size: int, world: i
     return torch.cat(out)
 
 
-def prefetch(batches: Iterator[Batch], device: torch.device, depth: int = 2) -> Iterator[Batch]:
-    """``batches`` built and moved to the CUDA ``device`` by a background thread, ``depth`` ahead.
+def prefetch(batches: Iterator[Batch], device: torch.device, depth: int = 2, copy: bool = True
+             ) -> Iterator[Batch]:
+    """``batches`` built by a background thread, ``depth`` ahead, in pinned memory, and with
+    ``copy`` moved to the CUDA ``device`` there (else left pinned on the host for a consumer that
+    copies them itself, such as TorchRec's train pipelines).
 
-    Building a batch (gathers, KJT) and the host-to-device copy (from pinned memory, asynchronous)
-    overlap with the training step; torch releases the GIL in its kernels. Errors in the thread are
-    raised here; closing the iterator stops the thread.
+    Reading and assembling a batch (reads release the GIL) and the host-to-device copy (from pinned
+    memory, asynchronous) overlap with the training step. Errors in the thread are raised here;
+    closing the iterator stops the thread.
     """
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -112,7 +152,9 @@ def prefetch(batches: Iterator[Batch], device: torch.device, depth: int = 2) -> 
     def work() -> None:
         try:
             for batch in batches:
-                batch = batch.pin_memory().to(device, non_blocking=True)
+                batch = batch.pin_memory()
+                if copy:
+                    batch = batch.to(device, non_blocking=True)
                 while not stop.is_set():
                     try:
                         ready.put(batch, timeout=0.1)

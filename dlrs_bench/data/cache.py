@@ -1,15 +1,21 @@
-"""The binary columnar cache that ``dlrs-bench data prepare`` writes and datasets read.
+"""The binary cache that ``dlrs-bench data prepare`` writes and every dataset reads.
 
 A cache is a folder::
 
-    manifest.json     what is inside (see :class:`Manifest`), written last
-    labels.u8         [N]            uint8 in {0, 1}
-    dense.f32         [N, num_dense] float32 (already transformed)
-    sparse.i32|i64    [N, F]         ids in [0, cardinality) per column (one id per row and feature)
+    manifest.json                 what is inside (see :class:`Manifest`), written last
+    labels.u8                     [N]            uint8 in {0, 1}
+    dense.f32                     [N, num_dense] float32 (already transformed)
+    sparse.i32|i64                [N, W]         ids in [0, cardinality), row-major; feature f holds
+                                                 ``bags[f]`` columns (1 = one-hot, the default)
+    bags/<feature>.offsets.i64    [N + 1]        variable-length bags (``bags[f] == 0``): row i's ids are
+    bags/<feature>.values.i32|i64 [total ids]    ``values[offsets[i]:offsets[i + 1]]``
 
-Arrays are raw little-endian C-order files, memory-mapped on read. A cache is built in a
-sibling temporary folder and renamed into place only once the manifest is written, so an
-interrupted preparation never leaves a folder that reads as a valid cache.
+Arrays are raw little-endian C-order files. Rows are read either as contiguous ranges (one
+``pread`` per file into the batch's buffers: nothing is mapped, so host memory holds only the
+batch) or gathered by index from read-only memory maps. A cache is built in a sibling temporary
+folder and renamed into place only once the manifest is written, so an interrupted preparation
+never leaves a folder that reads as a valid cache. Opening checks every file's size against the
+manifest.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,13 +35,25 @@ from pydantic import BaseModel, ConfigDict
 from dlrs_bench.errors import UserInputError
 
 FORMAT = "dlrs-bench-cache"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: one-hot features only, no fixed splits, never shuffled
 
 
 class InputFile(BaseModel):
     path: str
     bytes: int
     sha256: str
+
+
+class ShuffleRecord(BaseModel):
+    """Rows ``[0, rows)`` were permuted uniformly at random with ``seed`` when the cache was prepared
+    (MLPerf: the training data is shuffled once, then read in order)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int
+    rows: int
+    method: str
 
 
 class Manifest(BaseModel):
@@ -55,6 +74,23 @@ class Manifest(BaseModel):
     inputs: list[InputFile]
     skipped: dict[str, Any]  # {"policy": "error"|"skip", "count": int, "examples": [...]}
     created_at: str
+    bags: dict[str, int] = {}  # ids per row of stored multi-hot features (0 = variable length); absent = 1
+    splits: dict[str, tuple[int, int]] | None = None  # fixed [start, stop) row ranges of train / val / test
+    shuffle: ShuffleRecord | None = None
+    info: dict[str, Any] = {}  # facts recorded with results (e.g. a synthetic teacher's ceiling)
+
+    def width(self, feature: str) -> int:
+        """Columns of ``feature`` in ``sparse`` (0: a variable-length bag kept in ``bags/``)."""
+        return self.bags.get(feature, 1)
+
+    @property
+    def sparse_columns(self) -> int:
+        return sum(self.width(f) for f in self.features)
+
+    @property
+    def jagged(self) -> list[str]:
+        """Features with variable-length bags."""
+        return [f for f in self.features if self.width(f) == 0]
 
 
 def sha256_of(path: Path, block: int = 1 << 22) -> str:
@@ -69,23 +105,43 @@ def describe_inputs(paths: list[Path]) -> list[InputFile]:
     return [InputFile(path=str(p), bytes=p.stat().st_size, sha256=sha256_of(p)) for p in paths]
 
 
+def _suffix(dtype: str) -> str:
+    return {"int32": "i32", "int64": "i64"}[dtype]
+
+
 class CacheWriter:
     """Appends row chunks to a cache under construction; :meth:`commit` makes it visible.
 
-    Use as a context manager: leaving the block without :meth:`commit` (an error) deletes the
-    temporary folder.
+    ``sparse_columns`` = W of ``sparse`` (one per one-hot feature, k per k-hot one);
+    ``jagged`` names the variable-length features, appended as (lengths, values). Use as a context
+    manager: leaving the block without :meth:`commit` (an error) deletes the temporary folder.
     """
 
-    def __init__(self, out: Path, num_dense: int, num_sparse: int) -> None:
-        self.out = Path(out)
-        if self.out.exists():
-            raise UserInputError(f"{self.out}: already exists; remove it or choose another --out")
+    def __init__(self, out: Path, num_dense: int, sparse_columns: int, jagged: tuple[str, ...] = ()) -> None:
+        self.out = self.check_out(out)
         self.tmp = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
         shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(parents=True)
-        self.num_dense, self.num_sparse = num_dense, num_sparse
+        (self.tmp / "bags").mkdir(parents=True)
+        self.num_dense, self.num_sparse = num_dense, sparse_columns
+        self.jagged = tuple(jagged)
         self.rows = 0
-        self._files = {name: (self.tmp / name).open("wb") for name in ("labels.u8", "dense.f32", "sparse.i64")}
+        self._ids = {name: 0 for name in self.jagged}  # ids written per jagged feature
+        names = ["labels.u8", "dense.f32", "sparse.i64"]
+        names += [f"bags/{f}.{part}.i64" for f in self.jagged for part in ("offsets", "values")]
+        self._files = {name: (self.tmp / name).open("wb") for name in names}
+        for f in self.jagged:
+            self._files[f"bags/{f}.offsets.i64"].write(np.zeros(1, np.int64).tobytes())
+
+    @staticmethod
+    def check_out(out: Path) -> Path:
+        """``out`` if a cache can be created there, else a :class:`UserInputError` saying why."""
+        out = Path(out)
+        if out.exists():
+            raise UserInputError(f"{out}: already exists; remove it or choose another --out")
+        parent = next((p for p in out.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise UserInputError(f"{parent}: is not a folder, so {out} cannot be created")
+        return out
 
     def __enter__(self) -> CacheWriter:
         return self
@@ -96,19 +152,31 @@ class CacheWriter:
         if self.tmp.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def append(self, labels: np.ndarray, dense: np.ndarray, sparse: np.ndarray) -> None:
-        """Rows: labels ``[n]`` (0/1), dense ``[n, num_dense]``, sparse ``[n, F]`` raw int64 ids."""
+    def append(self, labels: np.ndarray, dense: np.ndarray, sparse: np.ndarray,
+               bags: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        """Rows: labels ``[n]`` (0/1), dense ``[n, num_dense]``, sparse ``[n, W]`` int64 ids, and per
+        jagged feature (lengths ``[n]``, values ``[sum(lengths)]``)."""
         n = len(labels)
         assert dense.shape == (n, self.num_dense) and sparse.shape == (n, self.num_sparse)
         self._files["labels.u8"].write(np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
         self._files["dense.f32"].write(np.ascontiguousarray(dense, dtype=np.float32).tobytes())
         self._files["sparse.i64"].write(np.ascontiguousarray(sparse, dtype=np.int64).tobytes())
+        for name in self.jagged:
+            lengths, values = (bags or {})[name]
+            assert len(lengths) == n and int(np.sum(lengths)) == len(values)
+            ends = self._ids[name] + np.cumsum(lengths, dtype=np.int64)
+            self._files[f"bags/{name}.offsets.i64"].write(ends.tobytes())
+            self._files[f"bags/{name}.values.i64"].write(np.ascontiguousarray(values, dtype=np.int64).tobytes())
+            self._ids[name] += len(values)
         self.rows += n
 
-    def sparse_column_pass(self) -> np.memmap:
-        """The raw sparse ids written so far, ``[rows, F]`` int64, writable (for renumbering)."""
+    def flush(self) -> None:
         for f in self._files.values():
             f.flush()
+
+    def sparse_column_pass(self) -> np.memmap:
+        """The raw sparse ids written so far, ``[rows, W]`` int64, writable (for renumbering)."""
+        self.flush()
         return np.memmap(self.tmp / "sparse.i64", dtype=np.int64, mode="r+", shape=(self.rows, self.num_sparse))
 
     def commit(self, manifest: Manifest, sparse_dtype: str) -> Path:
@@ -117,44 +185,145 @@ class CacheWriter:
             f.close()
         if self.rows == 0:
             raise UserInputError("no rows to write: the input is empty")
-        source = self.tmp / "sparse.i64"
         if sparse_dtype == "int32":
-            wide = np.memmap(source, dtype=np.int64, mode="r", shape=(self.rows, self.num_sparse))
-            narrow = np.memmap(self.tmp / "sparse.i32", dtype=np.int32, mode="w+", shape=wide.shape)
-            for lo in range(0, self.rows, 1 << 20):
-                narrow[lo : lo + (1 << 20)] = wide[lo : lo + (1 << 20)]
-            narrow.flush()
-            del wide, narrow
-            source.unlink()
+            _narrow(self.tmp / "sparse.i64", self.tmp / "sparse.i32")
+            for name in self.jagged:
+                _narrow(self.tmp / f"bags/{name}.values.i64", self.tmp / f"bags/{name}.values.i32")
         (self.tmp / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
         os.replace(self.tmp, self.out)
         return self.out
+
+
+def _narrow(wide_path: Path, narrow_path: Path, block: int = 1 << 23) -> None:
+    """Rewrite the int64 file ``wide_path`` as int32 ``narrow_path`` block by block; remove the wide one."""
+    wide = np.memmap(wide_path, dtype=np.int64, mode="r") if wide_path.stat().st_size else np.zeros(0, np.int64)
+    with narrow_path.open("wb") as out:
+        for lo in range(0, len(wide), block):
+            out.write(wide[lo : lo + block].astype(np.int32).tobytes())
+    del wide
+    wide_path.unlink()
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def open_cache(path: Path) -> tuple[Manifest, np.ndarray, np.ndarray, np.ndarray]:
-    """(manifest, labels ``[N]`` u8, dense ``[N, num_dense]`` f32, sparse ``[N, F]``), memory-mapped."""
+@dataclass
+class RawRows:
+    """Rows read from a cache: ``labels`` [B] uint8, ``dense`` [B, num_dense] float32, ``sparse``
+    [B, W] int32/int64 and, per variable-length feature, (lengths [B] int64, values [total])."""
+
+    labels: np.ndarray
+    dense: np.ndarray
+    sparse: np.ndarray
+    bags: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+class Cache:
+    """An opened cache: its manifest and read access to its rows (thread-safe)."""
+
+    def __init__(self, path: Path, manifest: Manifest) -> None:
+        self.path, self.manifest = path, manifest
+        n, dtype = manifest.rows, np.dtype(manifest.sparse_dtype)
+        self.shapes: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
+            "labels.u8": (np.dtype(np.uint8), (n,)),
+            "dense.f32": (np.dtype(np.float32), (n, manifest.num_dense)),
+            f"sparse.{_suffix(manifest.sparse_dtype)}": (dtype, (n, manifest.sparse_columns)),
+        }
+        for f in manifest.jagged:
+            self.shapes[f"bags/{f}.offsets.i64"] = (np.dtype(np.int64), (n + 1,))
+        self._check_sizes(self.shapes)
+        for f in manifest.jagged:  # the offsets say how many ids the values file holds
+            total = int(np.fromfile(path / f"bags/{f}.offsets.i64", dtype=np.int64, count=1, offset=8 * n)[0])
+            self.shapes[f"bags/{f}.values.{_suffix(manifest.sparse_dtype)}"] = (dtype, (total,))
+        self._check_sizes(self.shapes)
+        self._fds = {name: os.open(path / name, os.O_RDONLY) for name in self.shapes}
+        self._maps = {name: np.memmap(path / name, dtype=dt, mode="r", shape=shape) if np.prod(shape) else
+                      np.zeros(shape, dt) for name, (dt, shape) in self.shapes.items()}
+        suffix = _suffix(manifest.sparse_dtype)
+        self.labels, self.dense = self._maps["labels.u8"], self._maps["dense.f32"]
+        self.sparse = self._maps[f"sparse.{suffix}"]
+        self.bags = {f: (self._maps[f"bags/{f}.offsets.i64"], self._maps[f"bags/{f}.values.{suffix}"])
+                     for f in manifest.jagged}
+
+    def _check_sizes(self, shapes: dict[str, tuple[np.dtype, tuple[int, ...]]]) -> None:
+        for name, (dtype, shape) in shapes.items():
+            file = self.path / name
+            expected = dtype.itemsize * int(np.prod(shape))
+            if not file.is_file():
+                raise UserInputError(f"{file}: missing; the cache files do not match the manifest")
+            size = file.stat().st_size
+            if size != expected:
+                raise UserInputError(
+                    f"{file}: {size:,} bytes but the manifest ({self.manifest.rows:,} rows) says {expected:,}; the "
+                    "cache files do not match the manifest (truncated or changed since `dlrs-bench data prepare`)")
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+
+    def __del__(self) -> None:
+        if getattr(self, "_fds", None):
+            self.close()
+
+    def columns(self) -> tuple[Manifest, np.ndarray, np.ndarray, np.ndarray]:
+        """(manifest, labels ``[N]`` u8, dense ``[N, num_dense]`` f32, sparse ``[N, W]``), memory-mapped."""
+        return self.manifest, self.labels, self.dense, self.sparse
+
+    def _pread(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Items ``[start, stop)`` of the first axis of file ``name``, read with one pread (no mapping)."""
+        dtype, shape = self.shapes[name]
+        row = dtype.itemsize * int(np.prod(shape[1:]))
+        out = np.empty((stop - start, *shape[1:]), dtype)
+        if out.nbytes:
+            got = os.preadv(self._fds[name], [memoryview(out).cast("B")], start * row)
+            if got != out.nbytes:
+                raise UserInputError(f"{self.path / name}: ends early (read {got} of {out.nbytes} bytes at row "
+                                     f"{start}); the file changed since the cache was opened")
+        return out
+
+    def read_labels(self, start: int, stop: int) -> np.ndarray:
+        """Labels ``[start, stop)`` (uint8), read contiguously."""
+        return self._pread("labels.u8", start, stop)
+
+    def read_range(self, start: int, stop: int) -> RawRows:
+        """Rows ``[start, stop)``, each file read contiguously."""
+        suffix = _suffix(self.manifest.sparse_dtype)
+        bags = {}
+        for f in self.manifest.jagged:
+            offsets = self._pread(f"bags/{f}.offsets.i64", start, stop + 1)
+            bags[f] = (np.diff(offsets), self._pread(f"bags/{f}.values.{suffix}", int(offsets[0]), int(offsets[-1])))
+        return RawRows(self._pread("labels.u8", start, stop), self._pread("dense.f32", start, stop),
+                       self._pread(f"sparse.{suffix}", start, stop), bags)
+
+    def gather(self, rows: np.ndarray) -> RawRows:
+        """The rows ``rows`` (int64 indexes, any order) gathered from the memory maps."""
+        bags = {}
+        for f, (offsets, values) in self.bags.items():
+            starts = offsets[rows]
+            lengths = offsets[rows + 1] - starts
+            ends = np.cumsum(lengths)
+            positions = np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - lengths), lengths)
+            bags[f] = (lengths, np.asarray(values[positions]))
+        return RawRows(np.asarray(self.labels[rows]), np.asarray(self.dense[rows]), np.asarray(self.sparse[rows]), bags)
+
+
+def open_cache(path: Path) -> Cache:
+    """Open the cache folder ``path``; a missing or inconsistent cache is a :class:`UserInputError`."""
     path = Path(path)
     manifest_path = path / "manifest.json"
-    if not manifest_path.exists():
+    if not manifest_path.is_file():
         raise UserInputError(f"{path}: not a prepared dataset (no manifest.json); run `dlrs-bench data prepare`")
     try:
         manifest = Manifest.model_validate(json.loads(manifest_path.read_text(encoding="utf-8")))
     except (ValueError, OSError) as e:
         raise UserInputError(f"{manifest_path}: invalid manifest: {e}") from None
-    if manifest.format != FORMAT or manifest.version != VERSION:
+    if manifest.format != FORMAT or manifest.version not in READABLE_VERSIONS:
         raise UserInputError(
             f"{manifest_path}: format {manifest.format} v{manifest.version}, expected {FORMAT} v{VERSION}"
         )
-    n, f = manifest.rows, len(manifest.features)
-    suffix = "i32" if manifest.sparse_dtype == "int32" else "i64"
-    try:
-        labels = np.memmap(path / "labels.u8", dtype=np.uint8, mode="r", shape=(n,))
-        dense = np.memmap(path / "dense.f32", dtype=np.float32, mode="r", shape=(n, manifest.num_dense))
-        sparse = np.memmap(path / f"sparse.{suffix}", dtype=manifest.sparse_dtype, mode="r", shape=(n, f))
-    except (OSError, ValueError) as e:
-        raise UserInputError(f"{path}: cache files do not match the manifest ({e})") from None
-    return manifest, labels, dense, sparse
+    unknown = set(manifest.bags) - set(manifest.features)
+    if unknown or any(w < 0 for w in manifest.bags.values()):
+        raise UserInputError(f"{manifest_path}: invalid manifest: bags name unknown features or negative widths")
+    return Cache(path, manifest)

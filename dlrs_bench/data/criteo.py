@@ -42,6 +42,7 @@ class CriteoFormat:
 
     def __init__(self, dataset: str, dense_transform: Literal["dlrm", "torchrec"] = "dlrm") -> None:
         self.dataset = dataset
+        self.default_split = "dlrm-7day" if dataset == "criteo-kaggle" else "last-day"
         self.dense_transform = dense_transform
 
     def parse(self, lines: list[str], first_line: int) -> ParsedChunk:

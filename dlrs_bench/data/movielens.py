@@ -5,6 +5,8 @@ Label: ``rating >= label_threshold`` (4.0 by default: 48.2% positives). Sparse f
 Dense features (4, standardised with train statistics): log(1 + ratings of the user in
 train), log(1 + ratings of the movie in train), rating time in years, movie age at rating.
 Splits: seeded random 80/10/10 or temporal (sorted by timestamp, the last rows are test).
+The rows are written on first use to a cache (:mod:`dlrs_bench.data.local_cache`), each split a row
+range in the order above, and read from it like every other dataset.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from dlrs_bench.config.schema import DatasetOptions
-from dlrs_bench.data.base import CTRDataset, CTRSplit, Jagged, SparseFeature
+from dlrs_bench.data.base import CTRDataset, dataset_from_cache
+from dlrs_bench.data.cache import CacheWriter, Manifest, describe_inputs, now
+from dlrs_bench.data.local_cache import first_use_cache
+from dlrs_bench.data.rows import RowSet
 from dlrs_bench.data.splits import SplitFractions, split_rows
 from dlrs_bench.errors import UserInputError
 
@@ -37,80 +41,101 @@ class MovieLensOptions(DatasetOptions):
     label_threshold: float = Field(4.0, gt=0.5, le=5.0)
 
 
+#: Bump when the rows written for given options change (old first-use caches are then rebuilt).
+BUILD_VERSION = 1
+#: Options that do not change the rows (they select or order them when reading).
+READ_OPTIONS = {"num_samples", "fraction", "subset_seed", "shuffle", "shuffle_block_rows", "shuffle_window_rows"}
+
+
 class MovieLensLatestSmall:
     Options = MovieLensOptions
 
     @staticmethod
     def build(options: MovieLensOptions) -> CTRDataset:
         folder = Path(options.path) if options.path else BUNDLED
-        users, movies, ratings, stamps = _read_ratings(folder / "ratings.csv")
-        movie_ids, genres, years = _read_movies(folder / "movies.csv")
+        files = [folder / "ratings.csv", folder / "movies.csv"]
+        key = {"version": BUILD_VERSION, **options.model_dump(mode="json", exclude=READ_OPTIONS),
+               "files": [[str(f.resolve()), *_stat(f)] for f in files]}
+        cache = first_use_cache(options.name, key, lambda out: _write_cache(options, folder, out))
+        splits = {k: RowSet(*bounds) for k, bounds in cache.manifest.splits.items()}
+        return dataset_from_cache(options, cache, splits, cache.manifest.info)
 
-        movie_index = {m: i for i, m in enumerate(movie_ids)}
-        try:
-            movie_row = np.array([movie_index[m] for m in movies], dtype=np.int64)
-        except KeyError as e:
-            raise UserInputError(f"{folder / 'ratings.csv'}: movieId {e.args[0]} is not in movies.csv") from None
-        user_values, user_row = np.unique(users, return_inverse=True)
-        genre_vocab = sorted({g for gs in genres for g in gs})
-        genre_index = {g: i for i, g in enumerate(genre_vocab)}
-        year_vocab = sorted({y for y in years if y is not None})
-        year_index = {y: i + 1 for i, y in enumerate(year_vocab)}  # 0 = unknown year
-        movie_year_id = np.array([year_index.get(y, 0) for y in years], dtype=np.int64)
-        movie_year = np.array([np.nan if y is None else y for y in years], dtype=np.float64)
 
-        labels = (ratings >= options.label_threshold).astype(np.float32)
-        order_key = stamps if options.split == "temporal" else None
-        rows = split_rows(len(labels), options.split_fractions, options.split_seed, order_key)
+def _stat(path: Path) -> list[int]:
+    """(bytes, mtime ns) of ``path``, so an edited file gets a new cache."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise UserInputError(f"{path}: cannot read: {e.strerror}") from None
+    return [st.st_size, st.st_mtime_ns]
 
-        train = rows["train"]
-        user_count = np.bincount(user_row[train], minlength=len(user_values))
-        movie_count = np.bincount(movie_row[train], minlength=len(movie_ids))
-        rating_year = 1970.0 + stamps / SECONDS_PER_YEAR
-        age = rating_year - movie_year[movie_row]
-        age = np.where(np.isnan(age), np.nanmedian(age[train]), age)
-        dense = np.stack(
-            [np.log1p(user_count[user_row]), np.log1p(movie_count[movie_row]), rating_year, age], axis=1
-        )
-        mean, std = dense[train].mean(0), dense[train].std(0) + 1e-6
-        dense = ((dense - mean) / std).astype(np.float32)
 
-        genre_lists = [[genre_index[g] for g in gs] for gs in genres]
-        genre_lengths = np.array([len(g) for g in genre_lists], dtype=np.int64)
-        genre_flat = np.array([g for gs in genre_lists for g in gs], dtype=np.int64)
-        genre_offsets = np.concatenate([[0], np.cumsum(genre_lengths)])
+def _write_cache(options: MovieLensOptions, folder: Path, out: Path) -> None:
+    """Build the CTR rows from the CSV files and write them to the cache ``out``, train rows first,
+    then val, then test (each split a row range)."""
+    users, movies, ratings, stamps = _read_ratings(folder / "ratings.csv")
+    movie_ids, genres, years = _read_movies(folder / "movies.csv")
 
-        def make(split_rows_: np.ndarray) -> CTRSplit:
-            m = movie_row[split_rows_]
-            per_movie = Jagged(torch.from_numpy(genre_flat), torch.from_numpy(genre_offsets))
-            return CTRSplit(
-                dense=torch.from_numpy(dense[split_rows_]),
-                sparse={
-                    "user": Jagged.single(torch.from_numpy(user_row[split_rows_])),
-                    "movie": Jagged.single(torch.from_numpy(m)),
-                    "genres": per_movie.take(torch.from_numpy(m)),
-                    "year": Jagged.single(torch.from_numpy(movie_year_id[m])),
-                },
-                labels=torch.from_numpy(labels[split_rows_]),
-            )
+    movie_index = {m: i for i, m in enumerate(movie_ids)}
+    try:
+        movie_row = np.array([movie_index[m] for m in movies], dtype=np.int64)
+    except KeyError as e:
+        raise UserInputError(f"{folder / 'ratings.csv'}: movieId {e.args[0]} is not in movies.csv") from None
+    user_values, user_row = np.unique(users, return_inverse=True)
+    genre_vocab = sorted({g for gs in genres for g in gs})
+    genre_index = {g: i for i, g in enumerate(genre_vocab)}
+    year_vocab = sorted({y for y in years if y is not None})
+    year_index = {y: i + 1 for i, y in enumerate(year_vocab)}  # 0 = unknown year
+    movie_year_id = np.array([year_index.get(y, 0) for y in years], dtype=np.int64)
+    movie_year = np.array([np.nan if y is None else y for y in years], dtype=np.float64)
 
-        return CTRDataset(
-            name=options.name,
-            features=[
-                SparseFeature("user", len(user_values)),
-                SparseFeature("movie", len(movie_ids)),
-                SparseFeature("genres", len(genre_vocab), multi_hot=True),
-                SparseFeature("year", len(year_vocab) + 1),
-            ],
-            num_dense=dense.shape[1],
-            splits={k: make(v) for k, v in rows.items()},
-            info={
-                "source": str(folder),
-                "label": f"rating >= {options.label_threshold}",
-                "split": {"protocol": options.split, "fractions": list(options.split_fractions),
-                          "seed": options.split_seed if options.split == "random" else None},
-            },
-        )
+    labels = (ratings >= options.label_threshold).astype(np.uint8)
+    order_key = stamps if options.split == "temporal" else None
+    rows = split_rows(len(labels), options.split_fractions, options.split_seed, order_key)
+
+    train = rows["train"]
+    user_count = np.bincount(user_row[train], minlength=len(user_values))
+    movie_count = np.bincount(movie_row[train], minlength=len(movie_ids))
+    rating_year = 1970.0 + stamps / SECONDS_PER_YEAR
+    age = rating_year - movie_year[movie_row]
+    age = np.where(np.isnan(age), np.nanmedian(age[train]), age)
+    dense = np.stack([np.log1p(user_count[user_row]), np.log1p(movie_count[movie_row]), rating_year, age], axis=1)
+    mean, std = dense[train].mean(0), dense[train].std(0) + 1e-6
+    dense = ((dense - mean) / std).astype(np.float32)
+
+    genre_lists = [np.array([genre_index[g] for g in gs], dtype=np.int64) for gs in genres]
+    genre_lengths = np.array([len(g) for g in genre_lists], dtype=np.int64)
+    genre_offsets = np.concatenate([[0], np.cumsum(genre_lengths)])
+    genre_flat = np.concatenate(genre_lists)
+    sparse = np.stack([user_row, movie_row, movie_year_id[movie_row]], axis=1)  # user, movie, year; genres jagged
+
+    features = {"user": len(user_values), "movie": len(movie_ids), "genres": len(genre_vocab),
+                "year": len(year_vocab) + 1}
+    bounds, at = {}, 0
+    with CacheWriter(out, dense.shape[1], 3, jagged=("genres",)) as writer:
+        for name in ("train", "val", "test"):
+            r = rows[name]
+            m = movie_row[r]
+            starts = genre_offsets[m]
+            lengths = genre_lengths[m]
+            ends = np.cumsum(lengths)
+            positions = np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - lengths), lengths)
+            writer.append(labels[r], dense[r], sparse[r], {"genres": (lengths, genre_flat[positions])})
+            bounds[name] = (at, at + len(r))
+            at += len(r)
+        # columns: user, movie, year in sparse; genres (variable length) in bags/ — keep the feature order
+        manifest = Manifest(
+            dataset=options.name, rows=writer.rows, num_dense=dense.shape[1],
+            features={k: features[k] for k in ("user", "movie", "genres", "year")},
+            sparse_dtype="int32", ctr=float(labels.mean()), parts=[writer.rows],
+            options={"label_threshold": options.label_threshold}, inputs=describe_inputs(
+                [folder / "ratings.csv", folder / "movies.csv"]),
+            skipped={"policy": "error", "count": 0, "examples": []}, created_at=now(),
+            bags={"genres": 0}, splits=bounds,
+            info={"source": str(folder), "label": f"rating >= {options.label_threshold}",
+                  "split": {"protocol": options.split, "fractions": list(options.split_fractions),
+                            "seed": options.split_seed if options.split == "random" else None}})
+        writer.commit(manifest, "int32")
 
 
 def _read_ratings(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -25,6 +25,7 @@ class MovieLensFormat:
     """MovieLens ratings: label = rating >= threshold, sparse [user, movie], no dense features."""
 
     dataset = "movielens"
+    default_split = "random"
     dense_names: list[str] = []
     sparse_names = ["user", "movie"]
 

@@ -21,7 +21,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
-from dlrs_bench.data.cache import CacheWriter, Manifest, describe_inputs, now
+from dlrs_bench.data.cache import CacheWriter, Manifest, ShuffleRecord, describe_inputs, now
+from dlrs_bench.data.shuffle import METHOD as SHUFFLE_METHOD
+from dlrs_bench.data.shuffle import shuffle_rows
+from dlrs_bench.data.splits import train_rows
 from dlrs_bench.errors import UserInputError
 
 #: Called with (rows written so far, seconds elapsed).
@@ -42,6 +45,7 @@ class PrepareOptions(BaseModel):
     frequency_threshold: int = Field(0, ge=0, description="values seen fewer times share one 'rare' id")
     on_error: Literal["error", "skip"] = Field("error", description="bad lines: stop with file:line, or skip and count")
     chunk_rows: PositiveInt = Field(65_536, description="lines per parsed chunk (memory ≈ workers × chunk)")
+    shuffle_seed: int | None = Field(None, description="shuffle the training rows once with this seed (MLPerf)")
     workers: PositiveInt = Field(default_factory=lambda: len(os.sched_getaffinity(0)))
 
     @model_validator(mode="after")
@@ -65,6 +69,7 @@ class RawFormat(Protocol):
     """What a raw format supplies to the pipeline."""
 
     dataset: str
+    default_split: str  # the split protocol its datasets load with (decides what --shuffle-seed permutes)
     dense_names: list[str]
     sparse_names: list[str]
     header: bool  # the first line of each file is a header to skip
@@ -115,6 +120,9 @@ def prepare(
                 problem = fmt.check_header(f.readline())
             if problem:
                 raise UserInputError(f"{path}:1: {problem}")
+    if options.shuffle_seed is not None and fmt.default_split == "last-day" and len(raw) < 2:
+        raise UserInputError(f"--shuffle-seed: {fmt.dataset} trains on every day but the last, so one input file "
+                             "has no training rows to shuffle; give the days in order (day_0 ... day_23)")
     started = time.perf_counter()
     skipped: list[str] = []
     bad_count = 0
@@ -151,13 +159,19 @@ def prepare(
 
         sparse = writer.sparse_column_pass()
         cardinalities = [renumber(sparse, j, options) for j in range(sparse.shape[1])]
-        dense = np.memmap(writer.tmp / "dense.f32", dtype=np.float32, mode="r+",
-                          shape=(writer.rows, len(fmt.dense_names)))
+        dense = (np.memmap(writer.tmp / "dense.f32", dtype=np.float32, mode="r+",
+                           shape=(writer.rows, len(fmt.dense_names))) if fmt.dense_names
+                 else np.zeros((writer.rows, 0), np.float32))  # (a memmap of no bytes would write one)
         dense_facts = fmt.finish_dense(dense)
-        dense.flush()
         labels = np.memmap(writer.tmp / "labels.u8", dtype=np.uint8, mode="r", shape=(writer.rows,))
         ctr = float(labels.mean(dtype=np.float64))
         del sparse, dense, labels
+        shuffled = None
+        if options.shuffle_seed is not None:  # the training rows, once (MLPerf); evaluation rows stay in order
+            rows = train_rows(writer.rows, parts, fmt.default_split)
+            shuffle_rows(writer.tmp, [("labels.u8", 1), ("dense.f32", 4 * len(fmt.dense_names)),
+                                      ("sparse.i64", 8 * len(fmt.sparse_names))], rows, options.shuffle_seed)
+            shuffled = ShuffleRecord(seed=options.shuffle_seed, rows=rows, method=SHUFFLE_METHOD)
         manifest = Manifest(
             dataset=fmt.dataset,
             rows=writer.rows,
@@ -166,10 +180,11 @@ def prepare(
             sparse_dtype="int32" if max(cardinalities) < 2**31 else "int64",
             ctr=ctr,
             parts=parts,
-            options={**options.model_dump(exclude={"workers", "chunk_rows"}), **dense_facts},
+            options={**options.model_dump(exclude={"workers", "chunk_rows", "shuffle_seed"}), **dense_facts},
             inputs=describe_inputs(raw),
             skipped={"policy": options.on_error, "count": bad_count, "examples": skipped},
             created_at=now(),
+            shuffle=shuffled,
         )
         writer.commit(manifest, manifest.sparse_dtype)
     return manifest

@@ -35,3 +35,19 @@ def split_rows(
     n_train = n - n_val - n_test
     cuts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
     return {k: np.sort(v) if order_key is None else v for k, v in cuts.items()}
+
+
+def train_rows(rows: int, parts: list[int], split: str) -> int:
+    """Rows ``[0, r)`` that the range protocol ``split`` trains on (all rows for the others): what a
+    prepare-time shuffle may permute without mixing training and evaluation rows.
+
+    ``dlrm-7day``: the first 6 of 7 equal "days" (extras to the first ones); ``last-day``: every
+    input file (``parts``) but the last."""
+    if split == "dlrm-7day":
+        size, extra = divmod(rows, 7)
+        return sum(size + (1 if d < extra else 0) for d in range(6))
+    if split == "last-day":
+        if len(parts) < 2:
+            raise ValueError("split 'last-day' needs at least two prepared input files (days)")
+        return rows - parts[-1]
+    return rows

@@ -1,41 +1,66 @@
-"""Synthetic CTR data with a known ceiling.
+"""Synthetic CTR data with a known ceiling, generated chunk by chunk into a cache.
 
 Ids of table t are drawn from a Zipf(s) law over ``cardinalities[t]`` ids (rank → id by a
 fixed random permutation); bags of ``multi_hot_sizes[t]`` ids. Dense features are standard
 normal. Labels come from a hidden teacher:
 
-    logit = signal * standardise( sum_t b_t(x_t) + sum_{s<t} <V_s(x_s), V_t(x_t)> + w . dense ) + bias
+    logit = signal * (sum_t b_t(x_t) + sum_{s<t} <V_s(x_s), V_t(x_t)> + w . dense - mu) / sd + bias
 
-with per-id scalars ``b_t``, per-id vectors ``V_t`` of size ``teacher_dim`` (mean over a bag) and
-``bias`` set so the mean CTR is ``base_ctr``; label ~ Bernoulli(sigmoid(logit)). The teacher's own
-probabilities are the Bayes-optimal predictor, so their AUC / LogLoss / NE on each split are
-the best any model can reach on these rows; they are recorded as ``ceiling`` with the results.
+with per-id scalars ``b_t``, per-id vectors ``V_t`` of size ``teacher_dim`` (mean over a bag),
+``mu`` / ``sd`` the mean and spread of the raw score and ``bias`` set so the mean CTR is
+``base_ctr`` (both calibrated on a fixed pilot sample, so they do not depend on ``rows``);
+label ~ Bernoulli(sigmoid(logit)). The teacher's own probabilities are the Bayes-optimal
+predictor, so their AUC / LogLoss / NE on val and test are the best any model can reach on these
+rows; they are recorded as ``ceiling`` with the results.
+
+Rows are independent and identically distributed, generated in chunks of :data:`CHUNK_ROWS` from
+random streams of their own (seeded by ``seed`` and the chunk number), so any number of rows is
+written in bounded memory: the teacher's tables (``sum(cardinalities) x (teacher_dim + 1)``
+float32) and a chunk. The splits are row ranges: train first, then val, then test.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
-import torch
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, model_validator
 
 from dlrs_bench.config.schema import DatasetOptions
-from dlrs_bench.data.base import CTRDataset, CTRSplit, Jagged, SparseFeature
+from dlrs_bench.data.base import CTRDataset, dataset_from_cache
+from dlrs_bench.data.cache import CacheWriter, Manifest, now, open_cache
 from dlrs_bench.data.criteo import KAGGLE_CARDINALITIES, MLPERF_MULTI_HOT, TERABYTE_CARDINALITIES
-from dlrs_bench.data.splits import SplitFractions, split_rows
-from dlrs_bench.measure.metrics import all_metrics
+from dlrs_bench.data.local_cache import first_use_cache
+from dlrs_bench.data.rows import RowSet
+from dlrs_bench.data.splits import SplitFractions
+from dlrs_bench.errors import UserInputError
 
-CHUNK_ROWS = 1 << 17
-
+CHUNK_ROWS = 1 << 16
+PILOT_ROWS = 1 << 16
+#: Rows of val and test (each) whose teacher logits are kept for the ceiling (the first ones).
+CEILING_MAX_ROWS = 1 << 24
+#: Bump when the rows generated for given options change (first-use caches are then rebuilt).
+BUILD_VERSION = 2
 
 #: Table-size presets: the DLRM Criteo Kaggle cardinalities and TorchRec's Terabyte ones (40M cap).
 CARDINALITY_PRESETS = {"criteo-kaggle": KAGGLE_CARDINALITIES, "criteo-tb": TERABYTE_CARDINALITIES}
+#: Options that only select or order rows when reading (not part of what is generated).
+READ_OPTIONS = {"num_samples", "fraction", "subset_seed", "shuffle", "shuffle_block_rows", "shuffle_window_rows",
+                "name", "path"}
+
+#: Called with (rows written so far, rows in all).
+ProgressFn = Callable[[int, int], None]
 
 
 class SyntheticOptions(DatasetOptions):
     name: Literal["synthetic"] = "synthetic"
+    path: str | None = Field(None, description="a cache written by `dlrs-bench data prepare synthetic` (its "
+                             "manifest then holds the generation options; set none of them here)")
     rows: PositiveInt = Field(100_000, description="rows generated, all splits together")
     cardinalities: list[PositiveInt] | Literal["criteo-kaggle", "criteo-tb"] = Field(
         default_factory=lambda: [10_000, 1_000, 100, 10], description="rows per table, or a Criteo preset"
@@ -63,12 +88,21 @@ class SyntheticOptions(DatasetOptions):
             return MLPERF_MULTI_HOT
         return self.multi_hot_sizes or [1] * len(self.table_sizes())
 
+    def generation(self) -> dict[str, Any]:
+        """The options that decide the rows (recorded in the cache manifest)."""
+        return self.model_dump(mode="json", exclude=READ_OPTIONS)
+
     @model_validator(mode="after")
     def _shapes(self) -> SyntheticOptions:
         if len(self.bag_sizes()) != len(self.table_sizes()):
             raise ValueError(
                 f"multi_hot_sizes has {len(self.bag_sizes())} entries, cardinalities {len(self.table_sizes())}"
             )
+        if self.path is not None:
+            given = sorted(self.model_fields_set - READ_OPTIONS)
+            if given:
+                raise ValueError(f"with path, the generation options come from the cache's manifest; remove "
+                                 f"{', '.join(given)}")
         return self
 
 
@@ -77,70 +111,139 @@ class Synthetic:
 
     @staticmethod
     def build(options: SyntheticOptions) -> CTRDataset:
-        rng = np.random.default_rng(options.seed)
-        n = options.rows
-        cardinalities, hots = options.table_sizes(), options.bag_sizes()
+        if options.path is not None:
+            cache = open_cache(Path(options.path))
+            if cache.manifest.dataset != "synthetic" or cache.manifest.splits is None:
+                raise UserInputError(f"{options.path}: holds a prepared {cache.manifest.dataset!r}, not a synthetic "
+                                     "cache from `dlrs-bench data prepare synthetic`")
+        else:
+            key = {"version": BUILD_VERSION, **options.generation()}
+            cache = first_use_cache("synthetic", key, lambda out: write_synthetic(options, out))
+        splits = {k: RowSet(*bounds) for k, bounds in cache.manifest.splits.items()}
+        return dataset_from_cache(options, cache, splits, cache.manifest.info)
+
+
+class Teacher:
+    """The hidden model of one options set: per-table Zipf samplers and per-id effects."""
+
+    def __init__(self, options: SyntheticOptions) -> None:
+        self.options = options
+        self.cardinalities, self.hots = options.table_sizes(), options.bag_sizes()
         k = options.teacher_dim
+        self.cdf, self.ids, self.b, self.v = [], [], [], []
+        for t, card in enumerate(self.cardinalities):
+            rng = np.random.default_rng([options.seed, 0, t])
+            weights = np.arange(1, card + 1, dtype=np.float64) ** -options.zipf_exponent
+            cdf = np.cumsum(weights)
+            self.cdf.append(cdf / cdf[-1])
+            self.ids.append(rng.permutation(card).astype(np.int32 if card < 2**31 else np.int64))
+            self.b.append(rng.standard_normal(card, dtype=np.float32))
+            self.v.append(rng.standard_normal((card, k), dtype=np.float32) / np.float32(np.sqrt(k)))
+        rng = np.random.default_rng([options.seed, 0, len(self.cardinalities)])
+        self.w = rng.standard_normal(options.num_dense) / np.sqrt(max(options.num_dense, 1))
+        self.mu, self.sd, self.bias = 0.0, 1.0, 0.0
+        raw = self.rows(np.random.default_rng([options.seed, 2]), PILOT_ROWS)[3]
+        self.mu, self.sd = float(raw.mean()), float(raw.std() + 1e-12)
+        self.bias = _bias_for_ctr(self.logit(raw), options.base_ctr)
 
-        ids, scalar_sum, vector_sum, vector_sq = [], np.zeros(n), np.zeros((n, k)), np.zeros(n)
-        for card, hot in zip(cardinalities, hots):
-            table_ids = _zipf_ids(rng, card, (n, hot), options.zipf_exponent)
-            b = rng.standard_normal(card)
-            v = rng.standard_normal((card, k)) / np.sqrt(k)
-            for lo in range(0, n, CHUNK_ROWS):
-                chunk = table_ids[lo : lo + CHUNK_ROWS]
-                pooled = v[chunk].mean(axis=1)  # [rows, k]
-                scalar_sum[lo : lo + CHUNK_ROWS] += b[chunk].mean(axis=1)
-                vector_sum[lo : lo + CHUNK_ROWS] += pooled
-                vector_sq[lo : lo + CHUNK_ROWS] += (pooled**2).sum(axis=1)
-            ids.append(table_ids)
+    def rows(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``n`` fresh rows: (sparse ids ``[n, W]`` int64, dense ``[n, num_dense]`` f32, label uniforms
+        ``[n]``, raw teacher score ``[n]`` float64)."""
+        k = self.options.teacher_dim
+        columns, scalar, vector_sum, vector_sq = [], np.zeros(n), np.zeros((n, k)), np.zeros(n)
+        for cdf, ids, b, v, hot in zip(self.cdf, self.ids, self.b, self.v, self.hots):
+            ranks = np.searchsorted(cdf, rng.random((n, hot)), side="right")
+            np.minimum(ranks, len(cdf) - 1, out=ranks)
+            table_ids = ids[ranks].astype(np.int64)
+            pooled = v[table_ids].mean(axis=1, dtype=np.float64)  # [n, k]
+            scalar += b[table_ids].mean(axis=1, dtype=np.float64)
+            vector_sum += pooled
+            vector_sq += (pooled**2).sum(axis=1)
+            columns.append(table_ids)
         pairwise = 0.5 * ((vector_sum**2).sum(axis=1) - vector_sq)  # sum over table pairs s < t
-        dense = rng.standard_normal((n, options.num_dense)).astype(np.float32)
-        w = rng.standard_normal(options.num_dense) / np.sqrt(max(options.num_dense, 1))
-        raw = scalar_sum + pairwise + dense.astype(np.float64) @ w
-        logit = options.signal * (raw - raw.mean()) / (raw.std() + 1e-12)
-        logit += _bias_for_ctr(logit, options.base_ctr)
-        labels = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+        dense = rng.standard_normal((n, self.options.num_dense), dtype=np.float32)
+        raw = scalar + pairwise + dense.astype(np.float64) @ self.w
+        return np.concatenate(columns, axis=1), dense, rng.random(n), raw
 
-        rows = split_rows(n, options.split_fractions, seed=options.seed)
-        features = [
-            SparseFeature(f"t{i}", card, multi_hot=hot > 1)
-            for i, (card, hot) in enumerate(zip(cardinalities, hots))
-        ]
-        splits = {
-            name: CTRSplit(
-                dense=torch.from_numpy(dense[r]),
-                sparse={f.name: _bags(table_ids[r]) for f, table_ids in zip(features, ids)},
-                labels=torch.from_numpy(labels[r]),
-            )
-            for name, r in rows.items()
-        }
-        train_ctr = splits["train"].ctr
-        ceiling = {
-            name: all_metrics(torch.from_numpy(logit[r]), splits[name].labels, train_ctr)
-            for name, r in rows.items()
-            if name != "train"
-        }
-        return CTRDataset(
-            name=options.name,
-            features=features,
-            num_dense=options.num_dense,
-            splits=splits,
-            info={
-                "split": {"protocol": "random", "fractions": list(options.split_fractions), "seed": options.seed},
-                "ceiling": ceiling,
-                "teacher": {"dim": k, "signal": options.signal, "base_ctr": options.base_ctr},
-            },
-        )
+    def logit(self, raw: np.ndarray) -> np.ndarray:
+        return self.options.signal * (raw - self.mu) / self.sd + self.bias
+
+    def chunk(self, index: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Chunk ``index`` of ``n`` rows: (labels u8, dense, sparse, teacher logits)."""
+        sparse, dense, uniforms, raw = self.rows(np.random.default_rng([self.options.seed, 1, index]), n)
+        logit = self.logit(raw)
+        labels = (uniforms < 1 / (1 + np.exp(-logit))).astype(np.uint8)
+        return labels, dense, sparse, logit
 
 
-def _zipf_ids(rng: np.random.Generator, cardinality: int, shape: tuple[int, int], s: float) -> np.ndarray:
-    """Ids in ``[0, cardinality)`` with P(rank r) ∝ (r + 1)^-s, ranks shuffled onto ids."""
-    weights = np.arange(1, cardinality + 1, dtype=np.float64) ** -s
-    cdf = np.cumsum(weights)
-    ranks = np.searchsorted(cdf, rng.random(shape) * cdf[-1], side="right")
-    np.minimum(ranks, cardinality - 1, out=ranks)
-    return rng.permutation(cardinality)[ranks].astype(np.int64)
+def split_sizes(rows: int, fractions: tuple[float, float, float]) -> dict[str, tuple[int, int]]:
+    """Row ranges of train, val, test: ``floor(fraction * rows)`` for val and test, train the rest."""
+    n_val, n_test = int(fractions[1] * rows), int(fractions[2] * rows)
+    n_train = rows - n_val - n_test
+    return {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, rows)}
+
+
+def write_synthetic(options: SyntheticOptions, out: Path, progress: ProgressFn | None = None,
+                    workers: int = 1) -> Manifest:
+    """Generate ``options.rows`` rows into the cache folder ``out`` chunk by chunk (``workers``
+    threads generate chunks ahead; the rows do not depend on it); returns the manifest."""
+    import torch
+
+    from dlrs_bench.measure.metrics import all_metrics
+
+    teacher = Teacher(options)
+    n = options.rows
+    bounds = split_sizes(n, options.split_fractions)
+    kept: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"val": [], "test": []}  # (logits, labels)
+    positives = train_positives = 0
+    names = [f"t{i}" for i in range(len(teacher.cardinalities))]
+    chunks = [(i, min(CHUNK_ROWS, n - lo)) for i, lo in enumerate(range(0, n, CHUNK_ROWS))]
+    with CacheWriter(out, options.num_dense, sum(teacher.hots)) as writer, ThreadPoolExecutor(workers) as pool:
+        for labels, dense, sparse, logit in _ahead(pool, teacher.chunk, chunks, 2 * workers):
+            start = writer.rows
+            writer.append(labels, dense, sparse)
+            positives += int(labels.sum())
+            train_positives += int(labels[: max(0, bounds["train"][1] - start)].sum())
+            for name, part in kept.items():  # the teacher's logits for the ceiling
+                a, b = max(bounds[name][0], start), min(bounds[name][1], bounds[name][0] + CEILING_MAX_ROWS)
+                b = min(b, start + len(labels))
+                if a < b:
+                    part.append((logit[a - start : b - start], labels[a - start : b - start]))
+            if progress:
+                progress(writer.rows, n)
+        train_ctr = train_positives / max(bounds["train"][1], 1)
+        ceiling = {}
+        for name, parts in kept.items():
+            if parts:
+                logits = torch.from_numpy(np.concatenate([p[0] for p in parts]))
+                labels = torch.from_numpy(np.concatenate([p[1] for p in parts]).astype(np.float32))
+                ceiling[name] = {**all_metrics(logits, labels, train_ctr), "rows": len(labels)}
+        ctr = positives / n
+        cards = dict(zip(names, teacher.cardinalities))
+        manifest = Manifest(
+            dataset="synthetic", rows=n, num_dense=options.num_dense, features=cards,
+            sparse_dtype="int32" if max(teacher.cardinalities) < 2**31 else "int64", ctr=ctr, parts=[n],
+            options=options.generation(), inputs=[], skipped={"policy": "error", "count": 0, "examples": []},
+            created_at=now(), bags={f: h for f, h in zip(names, teacher.hots) if h != 1},
+            splits=bounds,
+            info={"split": {"protocol": "random", "fractions": list(options.split_fractions), "seed": options.seed,
+                            "note": "i.i.d. rows: train, val and test are consecutive row ranges"},
+                  "ceiling": ceiling,
+                  "teacher": {"dim": options.teacher_dim, "signal": options.signal, "base_ctr": options.base_ctr}})
+        writer.commit(manifest, manifest.sparse_dtype)
+    return manifest
+
+
+def _ahead(pool: ThreadPoolExecutor, fn: Callable[..., Any], calls: list[tuple[Any, ...]], depth: int
+           ) -> Iterator[Any]:
+    """``fn(*call)`` for each call, in order, at most ``depth`` computed ahead by ``pool``."""
+    pending: deque = deque()
+    for call in calls:
+        pending.append(pool.submit(fn, *call))
+        if len(pending) > depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _bias_for_ctr(logit: np.ndarray, ctr: float) -> float:
@@ -153,9 +256,3 @@ def _bias_for_ctr(logit: np.ndarray, ctr: float) -> float:
         else:
             hi = mid
     return (lo + hi) / 2
-
-
-def _bags(ids: np.ndarray) -> Jagged:
-    """Fixed-size bags ``ids`` ``[rows, hot]`` as a jagged list."""
-    rows, hot = ids.shape
-    return Jagged(torch.from_numpy(np.ascontiguousarray(ids).reshape(-1)), torch.arange(rows + 1) * hot)

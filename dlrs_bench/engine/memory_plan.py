@@ -77,7 +77,7 @@ def estimate(spec: Scenario, dataset: CTRDataset) -> MemoryEstimate:
     widths = sum(m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
     activations = 2 * spec.train.batch_size * (widths + len(dataset.features) * spec.model.dim) * 4
     return MemoryEstimate(embedding, dense, activations, OPTIMIZER_STATE[spec.train.optimizer], max(spec.gpus, 1),
-                          spec.shards_tables)
+                          spec.shards_tables("cuda"))
 
 
 def check_fits(plan: MemoryEstimate, device_bytes: int) -> None:

@@ -159,7 +159,7 @@ def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: Progres
 def one_rank(spec: Scenario, device: torch.device) -> AbstractContextManager[distributed.Ranks]:
     """This process as the only rank: in a process group of its own with ``distributed.one_rank_dmp``
     (full tables under DMP), else plain."""
-    if spec.in_process_group:
+    if spec.in_process_group(device.type):
         return distributed.one_rank_group(device, spec.distributed.timeout_s)
     return nullcontext(distributed.SINGLE)
 

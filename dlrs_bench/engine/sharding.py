@@ -42,7 +42,7 @@ def check_sharded_optimizer(spec: Scenario, device: torch.device, where: str) ->
     the fused CPU kernels lack (checked before anything runs)."""
     from dlrs_bench.errors import UserInputError
 
-    if spec.shards_tables and device.type == "cpu" and spec.train.optimizer not in FUSED_CPU_OPTIMIZERS:
+    if spec.shards_tables(device.type) and device.type == "cpu" and spec.train.optimizer not in FUSED_CPU_OPTIMIZERS:
         raise UserInputError(
             f"{where}: full tables sharded over {spec.world_size} CPU rank(s) train with fbgemm's fused CPU "
             f"kernels, which implement {' and '.join(FUSED_CPU_OPTIMIZERS)} but not {spec.train.optimizer}; "

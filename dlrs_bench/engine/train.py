@@ -202,7 +202,7 @@ def evaluate(model: nn.Module, split: CTRSplit, keys: list[str], batch_size: int
     if ranks.distributed:
         logits = merge_rank_rows([part.cpu() for part in gather_rows(logits, device)], len(split), batch_size,
                                  ranks.world)
-    return all_metrics(logits, split.labels, train_ctr)
+    return all_metrics(logits, torch.from_numpy(split.labels()), train_ctr)
 
 
 def best_evaluation(curve: list[dict[str, Any]], target: TargetSpec) -> dict[str, Any]:
@@ -281,10 +281,11 @@ def train(
         last = None
         while not stop:
             log.start("epoch_start", epoch_num=epoch)
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            batches = iter_batches(train_split, cfg.batch_size, keys, generator, ranks.rank, ranks.world)
-            if device.type == "cuda" and not ranks.shard:  # the sharded pipeline copies batches itself
-                batches = prefetch(batches, device)  # overlap batching and the copy (on CPU it only competes)
+            batches = iter_batches(train_split, cfg.batch_size, keys, seed * 1_000_003 + epoch, ranks.rank,
+                                   ranks.world)
+            if device.type == "cuda":  # overlap reading with the step (on CPU it only competes for the cores)
+                # TorchRec's sharded pipeline copies batches itself (from pinned memory)
+                batches = prefetch(batches, device, copy=isinstance(pipeline, LocalPipeline))
             for rows in global_rows:
                 timer.start()
                 loss = pipeline.progress(batches)

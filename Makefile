@@ -10,7 +10,7 @@ STAMP  := $(if $(wildcard $(GPU_STAMP)),$(GPU_STAMP),$(CPU_STAMP))
 
 TORCH_CUDA_INDEX ?= https://download.pytorch.org/whl/cu130
 
-.PHONY: install install-gpu demo test test-gpu clean
+.PHONY: install install-gpu demo test test-gpu bench clean
 
 install: $(STAMP)
 
@@ -36,6 +36,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Benchmarks (pytest-benchmark): JSON comparable across commits in build/bench/<git sha>.json
+bench: $(STAMP)
+	mkdir -p build/bench
+	$(PY) -m pytest benchmarks -q --benchmark-enable --benchmark-only \
+		--benchmark-json=build/bench/$$(git rev-parse --short HEAD 2>/dev/null || echo local).json
 
 test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu

@@ -328,7 +328,7 @@ def test_iter_batches_covers_every_row_once(small_split):
 
 
 def test_iter_batches_shuffled_covers_every_row_once_and_is_reproducible():
-    ds = synth(rows=1000)
+    ds = synth(rows=1000, shuffle="permutation")
     split = ds.splits["train"]
     row_id = split.to_memory().dense[:, 0]  # standard-normal dense column: distinct per row
 

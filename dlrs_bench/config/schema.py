@@ -51,6 +51,10 @@ class DatasetOptions(StrictModel):
     shuffle_block_rows: PositiveInt = Field(4096, description="shuffle 'blocks': consecutive rows per block")
     shuffle_window_rows: PositiveInt = Field(1 << 20, description="shuffle 'blocks': rows permuted together")
 
+    def cache_path(self) -> str | None:
+        """The prepared cache this dataset reads, when it names one (checked before a run starts)."""
+        return None
+
     @model_validator(mode="after")
     def _one_subset_size(self) -> DatasetOptions:
         if self.num_samples is not None and self.fraction is not None:

@@ -30,33 +30,26 @@ def make_batch(split: CTRSplit, positions: Rows, keys: list[str]) -> Batch:
     raw = split.read(positions)
     b = len(raw.labels)
     layout = {f.name: f for f in split.layout}
-    parts: list[np.ndarray] = []  # each feature's ids, bags row-major
-    bag_lengths: list[np.ndarray | int] = []  # per feature: its fixed bag size, or lengths [B]
-    for key in keys:
-        feature = layout[key]
-        if feature.width == 0:
-            lengths, ids = raw.bags[key]
-            parts.append(ids)
-            bag_lengths.append(lengths)
-            continue
-        ids = raw.sparse[:, feature.column : feature.column + feature.width]
-        if feature.synthesised > 1:
-            ids = synthesise_bags(ids[:, 0], feature.cardinality, feature.synthesised, feature.table)
-        parts.append(ids)
-        bag_lengths.append(ids.shape[1])
-    per_key = [p.size for p in parts]
+    features = [layout[key] for key in keys]
+    per_key = [b * f.bag_size if f.bag_size is not None else len(raw.bags[f.name][1]) for f in features]
     values = np.empty(sum(per_key), np.int64)
     at = 0
-    for part in parts:  # one strided copy (and widening) per feature
-        values[at : at + part.size].reshape(part.shape)[...] = part
-        at += part.size
-    if all(size == 1 for size in bag_lengths if isinstance(size, int)) and all(
-            isinstance(size, int) for size in bag_lengths):
+    for feature, count in zip(features, per_key):  # one strided copy (and widening) per feature
+        target = values[at : at + count]
+        if feature.width == 0:
+            target[:] = raw.bags[feature.name][1]
+        elif feature.synthesised > 1:
+            synthesise_bags(raw.sparse[:, feature.column], feature.cardinality, feature.synthesised,
+                            feature.table, out=target.reshape(b, feature.synthesised))
+        else:
+            target.reshape(b, feature.width)[...] = raw.sparse[:, feature.column : feature.column + feature.width]
+        at += count
+    if all(f.bag_size == 1 for f in features):
         lengths = split.lengths_of_ones(len(keys) * b)
     else:
         lengths = torch.from_numpy(np.concatenate(
-            [np.full(b, size, np.int32) if isinstance(size, int) else size.astype(np.int32)
-             for size in bag_lengths]))
+            [np.full(b, f.bag_size, np.int32) if f.bag_size is not None else raw.bags[f.name][0].astype(np.int32)
+             for f in features]))
     kjt = KeyedJaggedTensor(keys=keys, values=torch.from_numpy(values), lengths=lengths, length_per_key=per_key)
     dense = torch.from_numpy(raw.dense) if raw.dense.shape[1] else torch.ones(b, 1)
     return Batch(dense_features=dense, sparse_features=kjt, labels=torch.from_numpy(raw.labels).float())

@@ -39,6 +39,9 @@ class PreparedOptions(DatasetOptions):
         None, description="MLPerf-style multi-hot synthesis: ids per bag per table ('mlperf' = DLRM-DCNv2 sizes)"
     )
 
+    def cache_path(self) -> str | None:
+        return self.path
+
 
 class CriteoKaggleOptions(PreparedOptions):
     name: Literal["criteo-kaggle"] = "criteo-kaggle"

@@ -16,7 +16,9 @@ rows; they are recorded as ``ceiling`` with the results.
 Rows are independent and identically distributed, generated in chunks of :data:`CHUNK_ROWS` from
 random streams of their own (seeded by ``seed`` and the chunk number), so any number of rows is
 written in bounded memory: the teacher's tables (``sum(cardinalities) x (teacher_dim + 1)``
-float32) and a chunk. The splits are row ranges: train first, then val, then test.
+float32) and a chunk. The splits are row ranges: train first, then val, then test. Independent rows are
+already in random order, so the cache records itself as shuffled when prepared and ``shuffle: auto``
+reads it in order (any protocol can still be asked for).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, model
 
 from dlrs_bench.config.schema import DatasetOptions
 from dlrs_bench.data.base import CTRDataset, dataset_from_cache
-from dlrs_bench.data.cache import CacheWriter, Manifest, now, open_cache
+from dlrs_bench.data.cache import CacheWriter, Manifest, ShuffleRecord, now, open_cache
 from dlrs_bench.data.criteo import KAGGLE_CARDINALITIES, MLPERF_MULTI_HOT, TERABYTE_CARDINALITIES
 from dlrs_bench.data.local_cache import first_use_cache
 from dlrs_bench.data.rows import RowSet
@@ -46,6 +48,9 @@ PILOT_ROWS = 1 << 16
 CEILING_MAX_ROWS = 1 << 24
 #: Bump when the rows generated for given options change (first-use caches are then rebuilt).
 BUILD_VERSION = 2
+#: How the rows come to be in random order: they are independent draws (recorded as the cache's shuffle,
+#: so ``shuffle: auto`` reads them in order, as MLPerf reads data shuffled once).
+IID = "independent, identically distributed draws: generated in random order"
 
 #: Table-size presets: the DLRM Criteo Kaggle cardinalities and TorchRec's Terabyte ones (40M cap).
 CARDINALITY_PRESETS = {"criteo-kaggle": KAGGLE_CARDINALITIES, "criteo-tb": TERABYTE_CARDINALITIES}
@@ -87,6 +92,9 @@ class SyntheticOptions(DatasetOptions):
         if self.multi_hot_sizes == "mlperf":
             return MLPERF_MULTI_HOT
         return self.multi_hot_sizes or [1] * len(self.table_sizes())
+
+    def cache_path(self) -> str | None:
+        return self.path
 
     def generation(self) -> dict[str, Any]:
         """The options that decide the rows (recorded in the cache manifest)."""
@@ -198,7 +206,9 @@ def write_synthetic(options: SyntheticOptions, out: Path, progress: ProgressFn |
     positives = train_positives = 0
     names = [f"t{i}" for i in range(len(teacher.cardinalities))]
     chunks = [(i, min(CHUNK_ROWS, n - lo)) for i, lo in enumerate(range(0, n, CHUNK_ROWS))]
-    with CacheWriter(out, options.num_dense, sum(teacher.hots)) as writer, ThreadPoolExecutor(workers) as pool:
+    ids_dtype = "int32" if max(teacher.cardinalities) < 2**31 else "int64"
+    with CacheWriter(out, options.num_dense, sum(teacher.hots), ids_dtype=ids_dtype) as writer, \
+            ThreadPoolExecutor(workers) as pool:
         for labels, dense, sparse, logit in _ahead(pool, teacher.chunk, chunks, 2 * workers):
             start = writer.rows
             writer.append(labels, dense, sparse)
@@ -222,10 +232,10 @@ def write_synthetic(options: SyntheticOptions, out: Path, progress: ProgressFn |
         cards = dict(zip(names, teacher.cardinalities))
         manifest = Manifest(
             dataset="synthetic", rows=n, num_dense=options.num_dense, features=cards,
-            sparse_dtype="int32" if max(teacher.cardinalities) < 2**31 else "int64", ctr=ctr, parts=[n],
+            sparse_dtype=ids_dtype, ctr=ctr, parts=[n],
             options=options.generation(), inputs=[], skipped={"policy": "error", "count": 0, "examples": []},
             created_at=now(), bags={f: h for f, h in zip(names, teacher.hots) if h != 1},
-            splits=bounds,
+            splits=bounds, shuffle=ShuffleRecord(seed=options.seed, rows=n, method=IID),
             info={"split": {"protocol": "random", "fractions": list(options.split_fractions), "seed": options.seed,
                             "note": "i.i.d. rows: train, val and test are consecutive row ranges"},
                   "ceiling": ceiling,

@@ -1,0 +1,94 @@
+"""Batch pipeline: TorchRec batches read from a Criteo-shaped cache, against plain reads of the same rows.
+
+Each benchmark reads one pass over the train split (``BENCH_BATCH`` rows a batch, default 65,536) and
+records ``samples_per_s`` and, where it has one, ``ratio`` = its rate / the baseline's rate measured
+in the same test (same process, same load) in ``extra_info`` of the JSON that ``make bench`` writes.
+
+Baselines, on the memory-mapped cache files:
+- ``plain_first_touch``: a fresh ``np.memmap`` of labels, dense and sparse, every batch's rows copied
+  out with ``np.array`` (each page is mapped once, as in an epoch over a mapping);
+- ``plain_warm``: the same rows copied again from a mapping whose pages are already mapped (a
+  memcpy from the page cache: the upper bound of any reader).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from dlrs_bench.data.base import build_dataset, dataset_from_cache
+from dlrs_bench.data.batching import iter_batches
+from dlrs_bench.data.criteo import MLPERF_MULTI_HOT
+from dlrs_bench.data.rows import RowSet
+
+from .conftest import BATCH
+
+
+def rate(read_pass: Callable[[], int]) -> float:
+    """Samples per second of one call of ``read_pass`` (which returns the samples it read)."""
+    t0 = time.perf_counter()
+    samples = read_pass()
+    return samples / (time.perf_counter() - t0)
+
+
+def plain_pass(split, warm: bool) -> Callable[[], int]:
+    """A contiguous read of the split's rows, batch by batch, from the memory-mapped files."""
+    cache = split.cache
+    start, stop = split.rows.start, split.rows.stop
+
+    def read() -> int:
+        maps = (cache.labels, cache.dense, cache.sparse) if warm else tuple(
+            np.memmap(m.filename, dtype=m.dtype, mode="r", shape=m.shape)
+            for m in (cache.labels, cache.dense, cache.sparse))
+        for lo in range(start, stop, BATCH):
+            for m in maps:
+                np.array(m[lo : min(lo + BATCH, stop)])
+        return stop - start
+
+    return read
+
+
+def pipeline_pass(split, keys: list[str]) -> Callable[[], int]:
+    def read() -> int:
+        return sum(len(batch.labels) for batch in iter_batches(split, BATCH, keys, seed=1))
+
+    return read
+
+
+def record(benchmark, run: Callable[[], int], baselines: dict[str, Callable[[], int]]) -> None:
+    """Benchmark ``run``; record its rate and its ratio to each baseline measured right after it."""
+    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    ours = rate(run)
+    benchmark.extra_info["samples_per_s"] = round(ours)
+    for name, baseline in baselines.items():
+        base = rate(baseline)
+        benchmark.extra_info[f"{name}_samples_per_s"] = round(base)
+        benchmark.extra_info[f"ratio_vs_{name}"] = round(ours / base, 3)
+
+
+def test_plain_contiguous_read(benchmark, criteo_shaped):
+    split = build_dataset(criteo_shaped).splits["train"]
+    benchmark.pedantic(plain_pass(split, warm=False), rounds=3, iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("shuffle", ["none", "blocks", "permutation"])
+def test_one_hot_batches(benchmark, criteo_shaped, shuffle):
+    """26 one-hot features; ``none`` = in order (a cache shuffled when prepared), the others shuffle."""
+    dataset = build_dataset(criteo_shaped.model_copy(update={"shuffle": shuffle}))
+    split = dataset.splits["train"]
+    record(benchmark, pipeline_pass(split, dataset.feature_names),
+           {"plain_first_touch": plain_pass(split, warm=False), "plain_warm": plain_pass(split, warm=True)})
+
+
+def test_mlperf_multi_hot_batches(benchmark, criteo_shaped):
+    """MLPerf DLRM-DCNv2 bags (sizes 1…100, 214 ids a row) synthesised on the fly from the one-hot ids."""
+    dataset = build_dataset(criteo_shaped.model_copy(update={"shuffle": "none"}))
+    cache = dataset.splits["train"].cache
+    multi_hot = dataset_from_cache(criteo_shaped.model_copy(update={"shuffle": "none"}), cache,
+                                   {"train": RowSet(*cache.manifest.splits["train"])}, {}, MLPERF_MULTI_HOT)
+    split = multi_hot.splits["train"]
+    record(benchmark, pipeline_pass(split, multi_hot.feature_names),
+           {"plain_first_touch": plain_pass(split, warm=False)})

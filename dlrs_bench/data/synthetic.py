@@ -47,7 +47,7 @@ PILOT_ROWS = 1 << 16
 #: Rows of val and test (each) whose teacher logits are kept for the ceiling (the first ones).
 CEILING_MAX_ROWS = 1 << 24
 #: Bump when the rows generated for given options change (first-use caches are then rebuilt).
-BUILD_VERSION = 2
+BUILD_VERSION = 3
 #: How the rows come to be in random order: they are independent draws (recorded as the cache's shuffle,
 #: so ``shuffle: auto`` reads them in order, as MLPerf reads data shuffled once).
 IID = "independent, identically distributed draws: generated in random order"

@@ -195,9 +195,17 @@ def evaluate(model: nn.Module, split: CTRSplit, keys: list[str], batch_size: int
     gathered in order)."""
     model.eval()
     batches = iter_batches(split, batch_size, keys, rank=ranks.rank, world=ranks.world, pad=True)
+    # one buffer for every logit (4 bytes a row; a share holds at most one padded row per batch): many
+    # small kept tensors between each batch's large temporaries would fragment the heap and grow it
+    logits = torch.empty(len(split) + len(split) // batch_size + 1)
+    done = 0
     with autocast(device, precision):
-        logits = torch.cat([model(b.dense_features, b.sparse_features).float().cpu()
-                            for b in (b.to(device) for b in batches)])
+        for batch in batches:
+            batch = batch.to(device)
+            part = model(batch.dense_features, batch.sparse_features).float().flatten()
+            logits[done : done + len(part)] = part.cpu()
+            done += len(part)
+    logits = logits[:done]
     model.train()
     if ranks.distributed:
         logits = merge_rank_rows([part.cpu() for part in gather_rows(logits, device)], len(split), batch_size,

@@ -315,7 +315,8 @@ def data_prepare(
                                         movielens_variant=movielens_variant)
         except UserInputError as e:
             raise _invalid(e) from None
-    shuffled = f", training rows shuffled (seed {manifest.shuffle.seed})" if manifest.shuffle else ""
+    shuffled = (f"; the first {manifest.shuffle.rows:,} rows in random order ({manifest.shuffle.method}, seed "
+                f"{manifest.shuffle.seed})" if manifest.shuffle else "")
     console.print(f"[green]prepared[/] {escape(str(out))}: {manifest.rows:,} rows, CTR {manifest.ctr:.4f}, "
                   f"{len(manifest.features)} sparse features ({sum(manifest.features.values()):,} ids), "
                   f"{manifest.skipped['count']} bad line(s) skipped{shuffled}")

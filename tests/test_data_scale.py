@@ -386,3 +386,17 @@ def test_a_cache_larger_than_the_memory_limit_trains(tmp_path):
     assert result["dataset"]["rows"]["train"] == 800_000 and result["timing"]["samples"] >= 40_000
     assert result["metrics"]["auc"] > 0.55
     assert result["memory"]["host_peak_rss_mib"] < 900
+
+
+def test_reader_threads_give_the_same_batches_in_the_same_order():
+    split = build_dataset(synthetic(shuffle="blocks", shuffle_block_rows=64)).splits["train"]
+    keys = [f.name for f in split.layout]
+    plain = list(iter_batches(split, 256, keys, seed=2, rank=1, world=2))
+    threaded = list(iter_batches(split, 256, keys, seed=2, rank=1, world=2, workers=3))
+    assert len(plain) == len(threaded) == 16
+    for a, b in zip(plain, threaded):
+        assert torch.equal(a.dense_features, b.dense_features)
+        assert torch.equal(a.sparse_features.values(), b.sparse_features.values())
+    early = iter_batches(split, 256, keys, seed=2, workers=2)
+    next(early)
+    early.close()  # stops its threads

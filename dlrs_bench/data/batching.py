@@ -10,12 +10,14 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from torchrec.datasets.utils import Batch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from dlrs_bench.data.ahead import in_order
 from dlrs_bench.data.base import CTRSplit, synthesise_bags
 from dlrs_bench.data.rows import Rows
 
@@ -78,6 +80,16 @@ def rank_share(positions: Rows, rank: int, world: int, pad: bool) -> Rows | None
     return positions[start:end]
 
 
+def batch_positions(split: CTRSplit, batch_size: int, seed: int | None = None, rank: int = 0, world: int = 1,
+                    pad: bool = False) -> Iterator[Rows]:
+    """This rank's positions of each global batch of one pass over ``split`` (see :func:`iter_batches`)."""
+    for positions in split.order.batches(len(split), batch_size, seed):
+        share = rank_share(positions, rank, world, pad)
+        if share is None:
+            return
+        yield share
+
+
 def iter_batches(
     split: CTRSplit,
     batch_size: int,
@@ -86,6 +98,7 @@ def iter_batches(
     rank: int = 0,
     world: int = 1,
     pad: bool = False,
+    workers: int = 0,
 ) -> Iterator[Batch]:
     """Batches over one pass of ``split``: in the split's shuffle order with ``seed`` (see
     :mod:`dlrs_bench.data.order`), in order without.
@@ -94,13 +107,15 @@ def iter_batches(
     yields rank ``rank``'s :func:`rank_slice` of each global batch, and reads only those rows. A
     global batch with fewer rows than ranks cannot give every rank a row (TorchRec needs at least
     one per rank): it is skipped, or with ``pad`` every rank gets one row (the last row for ranks
-    past the end; callers drop those, see :func:`global_batch_rows`).
+    past the end; callers drop those, see :func:`global_batch_rows`). With ``workers`` > 0 that many
+    threads read and assemble batches ahead (numpy and the reads release the GIL), still in order.
     """
-    for positions in split.order.batches(len(split), batch_size, seed):
-        share = rank_share(positions, rank, world, pad)
-        if share is None:
-            return
-        yield make_batch(split, share, keys)
+    shares = batch_positions(split, batch_size, seed, rank, world, pad)
+    if workers <= 0:
+        yield from (make_batch(split, share, keys) for share in shares)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="dlrs-bench-read") as pool:
+        yield from in_order(pool, make_batch, ((split, share, keys) for share in shares), 2 * workers)
 
 
 def global_batch_rows(n: int, batch_size: int, world: int) -> list[int]:

@@ -24,8 +24,7 @@ reads it in order (any protocol can still be asked for).
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +33,7 @@ import numpy as np
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, model_validator
 
 from dlrs_bench.config.schema import DatasetOptions
+from dlrs_bench.data.ahead import in_order
 from dlrs_bench.data.base import CTRDataset, dataset_from_cache
 from dlrs_bench.data.cache import CacheWriter, Manifest, ShuffleRecord, now, open_cache
 from dlrs_bench.data.criteo import KAGGLE_CARDINALITIES, MLPERF_MULTI_HOT, TERABYTE_CARDINALITIES
@@ -209,7 +209,7 @@ def write_synthetic(options: SyntheticOptions, out: Path, progress: ProgressFn |
     ids_dtype = "int32" if max(teacher.cardinalities) < 2**31 else "int64"
     with CacheWriter(out, options.num_dense, sum(teacher.hots), ids_dtype=ids_dtype) as writer, \
             ThreadPoolExecutor(workers) as pool:
-        for labels, dense, sparse, logit in _ahead(pool, teacher.chunk, chunks, 2 * workers):
+        for labels, dense, sparse, logit in in_order(pool, teacher.chunk, chunks, 2 * workers):
             start = writer.rows
             writer.append(labels, dense, sparse)
             positives += int(labels.sum())
@@ -242,18 +242,6 @@ def write_synthetic(options: SyntheticOptions, out: Path, progress: ProgressFn |
                   "teacher": {"dim": options.teacher_dim, "signal": options.signal, "base_ctr": options.base_ctr}})
         writer.commit(manifest, manifest.sparse_dtype)
     return manifest
-
-
-def _ahead(pool: ThreadPoolExecutor, fn: Callable[..., Any], calls: list[tuple[Any, ...]], depth: int
-           ) -> Iterator[Any]:
-    """``fn(*call)`` for each call, in order, at most ``depth`` computed ahead by ``pool``."""
-    pending: deque = deque()
-    for call in calls:
-        pending.append(pool.submit(fn, *call))
-        if len(pending) > depth:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 def _bias_for_ctr(logit: np.ndarray, ctr: float) -> float:

@@ -15,6 +15,7 @@ Rank 0's clock, step times and curve are the result; memory is the maximum over 
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -187,6 +188,16 @@ def prepare(spec: Scenario, dataset: CTRDataset, device: torch.device, ranks: Ra
     return Prepared(LocalPipeline(dmp, optimizer, list(sparse), device), embedding, counts, placement)
 
 
+def reader_threads(device: torch.device, ranks: Ranks) -> int:
+    """Threads that read and assemble batches ahead of the step: on a GPU up to 4 per rank from this
+    machine's cores (MLPerf multi-hot bags take ~1 core per 1M samples/s); none on CPU, where they
+    would compete with the training step for the same cores."""
+    if device.type != "cuda":
+        return 0
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world))
+    return max(1, min(4, len(os.sched_getaffinity(0)) // max(local_ranks, 1) - 1))
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, split: CTRSplit, keys: list[str], batch_size: int, device: torch.device,
              train_ctr: float, ranks: Ranks = SINGLE, precision: str = "fp32") -> dict[str, float]:
@@ -194,7 +205,8 @@ def evaluate(model: nn.Module, split: CTRSplit, keys: list[str], batch_size: int
     ranks: each rank scores its share of every global batch of ``batch_size`` rows and the logits are
     gathered in order)."""
     model.eval()
-    batches = iter_batches(split, batch_size, keys, rank=ranks.rank, world=ranks.world, pad=True)
+    batches = iter_batches(split, batch_size, keys, rank=ranks.rank, world=ranks.world, pad=True,
+                           workers=reader_threads(device, ranks))
     # one buffer for every logit (4 bytes a row; a share holds at most one padded row per batch): many
     # small kept tensors between each batch's large temporaries would fragment the heap and grow it
     logits = torch.empty(len(split) + len(split) // batch_size + 1)
@@ -290,7 +302,7 @@ def train(
         while not stop:
             log.start("epoch_start", epoch_num=epoch)
             batches = iter_batches(train_split, cfg.batch_size, keys, seed * 1_000_003 + epoch, ranks.rank,
-                                   ranks.world)
+                                   ranks.world, workers=reader_threads(device, ranks))
             if device.type == "cuda":  # overlap reading with the step (on CPU it only competes for the cores)
                 # TorchRec's sharded pipeline copies batches itself (from pinned memory)
                 batches = prefetch(batches, device, copy=isinstance(pipeline, LocalPipeline))

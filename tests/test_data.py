@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dlrs_bench.data.base import CTRSplit, Jagged, build_dataset
+from dlrs_bench.data.base import CTRSplit, build_dataset
 from dlrs_bench.data.batching import iter_batches, make_batch
 from dlrs_bench.data.movielens import BUNDLED, MovieLensLatestSmall, MovieLensOptions
 from dlrs_bench.data.splits import split_rows
@@ -78,9 +78,10 @@ def test_movielens_random_split_is_80_10_10_and_disjoint(movielens):
 def test_movielens_split_seed_changes_the_split_deterministically(movielens):
     again = MovieLensLatestSmall.build(MovieLensOptions())
     other = MovieLensLatestSmall.build(MovieLensOptions(split_seed=1))
-    assert torch.equal(again.splits["val"].to_memory().sparse["user"].values, movielens.splits["val"].to_memory().sparse["user"].values)
-    assert torch.equal(again.splits["val"].to_memory().dense, movielens.splits["val"].to_memory().dense)
-    assert not torch.equal(other.splits["val"].to_memory().sparse["user"].values, movielens.splits["val"].to_memory().sparse["user"].values)
+    val, again_val, other_val = (d.splits["val"].to_memory() for d in (movielens, again, other))
+    assert torch.equal(again_val.sparse["user"].values, val.sparse["user"].values)
+    assert torch.equal(again_val.dense, val.dense)
+    assert not torch.equal(other_val.sparse["user"].values, val.sparse["user"].values)
 
 
 def test_movielens_temporal_split_orders_by_time(movielens_temporal, movielens):
@@ -188,13 +189,13 @@ def synth(**kw):
     return Synthetic.build(SyntheticOptions(**{**base, **kw}))
 
 
+def same_split(a, b) -> bool:
+    return (torch.equal(a.labels, b.labels) and torch.equal(a.dense, b.dense)
+            and all(torch.equal(a.sparse[f].values, b.sparse[f].values) for f in a.sparse))
+
+
 def same_dataset(x, y) -> bool:
-    return all(
-        torch.equal(x.splits[k].to_memory().labels, y.splits[k].to_memory().labels)
-        and torch.equal(x.splits[k].to_memory().dense, y.splits[k].to_memory().dense)
-        and all(torch.equal(x.splits[k].to_memory().sparse[f].values, y.splits[k].to_memory().sparse[f].values) for f in x.splits[k].to_memory().sparse)
-        for k in x.splits
-    )
+    return all(same_split(x.splits[k].to_memory(), y.splits[k].to_memory()) for k in x.splits)
 
 
 def test_synthetic_is_deterministic_per_seed():
@@ -202,7 +203,8 @@ def test_synthetic_is_deterministic_per_seed():
     assert same_dataset(a, b)
     assert a.info["ceiling"] == b.info["ceiling"]
     assert not torch.equal(a.splits["train"].to_memory().labels, c.splits["train"].to_memory().labels)
-    assert not torch.equal(a.splits["train"].to_memory().sparse["t0"].values, c.splits["train"].to_memory().sparse["t0"].values)
+    a_train, c_train = a.splits["train"].to_memory(), c.splits["train"].to_memory()
+    assert not torch.equal(a_train.sparse["t0"].values, c_train.sparse["t0"].values)
 
 
 def test_synthetic_through_the_registry():

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from dlrs_bench.cli import app
 from dlrs_bench.config.schema import DatasetOptions, validate_scenario
 from dlrs_bench.data import shuffle as external
-from dlrs_bench.data.base import ShuffleSpec, build_dataset, dataset_from_cache, subset_rows, synthesise_bags
+from dlrs_bench.data.base import ShuffleSpec, build_dataset, subset_rows, synthesise_bags
 from dlrs_bench.data.batching import iter_batches, make_batch
 from dlrs_bench.data.cache import Cache, CacheWriter, Manifest, open_cache
 from dlrs_bench.data.order import AUTO_PERMUTATION_ROWS, PERMUTATION_MAX_ROWS, ReadOrder

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import pytest
+import torch
 import yaml
 from conftest import tiny_suite
 from pydantic import ValidationError

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,3 +38,22 @@ def test_bench_compression_times_the_fused_tbe_table():
                    "--batch", "256", "--iters", "2", "--warmup", "1", "--threads", "1")
     tbe = next(line for line in out.splitlines() if "│ tbe" in line)
     assert "unavailable" not in tbe and "×" in tbe
+
+
+def test_the_benchmarks_run_and_record_their_ratios(tmp_path):
+    """`make bench`'s benchmarks at a tiny size, each run once (their numbers are not asserted)."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider",
+                           "--benchmark-enable", "--benchmark-only", "--benchmark-min-rounds=1",
+                           f"--benchmark-json={out}"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "BENCH_ROWS": "20000", "BENCH_BATCH": "1024"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    import json
+
+    benchmarks = {b["name"]: b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]}
+    assert set(benchmarks) == {"test_plain_contiguous_read", "test_one_hot_batches[none]",
+                               "test_one_hot_batches[blocks]", "test_one_hot_batches[permutation]",
+                               "test_mlperf_multi_hot_batches[0]", "test_mlperf_multi_hot_batches[2]"}
+    info = benchmarks["test_one_hot_batches[none]"]
+    assert info["samples_per_s"] > 0 and info["ratio_vs_plain_warm"] == pytest.approx(
+        info["samples_per_s"] / info["plain_warm_samples_per_s"], rel=0.01)

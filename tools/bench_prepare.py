@@ -224,7 +224,7 @@ def compare_outputs(prepared: str, baseline: str, kind: str) -> str:
     """Do ``prepare``'s cache and the baseline's arrays hold the same rows?"""
     from dlrs_bench.data.cache import open_cache
 
-    _, labels, dense, sparse = open_cache(Path(prepared))
+    _, labels, dense, sparse = open_cache(Path(prepared)).columns()
     base = Path(baseline)
     if kind == "torchrec":
         b_labels = np.load(base / "day_0_labels.npy").reshape(-1)

@@ -256,7 +256,7 @@ def subset_rows(n: int, options: DatasetOptions) -> np.ndarray | None:
     return np.sort(KeyedPermutation(n, options.subset_seed).values(0, k))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bag_hashes(size: int, table: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``size - 1`` (multiplier, increment) pairs of table ``table``'s bag hashes (uint64; odd multipliers)."""
     rng = np.random.default_rng([7919, table])

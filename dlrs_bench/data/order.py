@@ -26,6 +26,7 @@ import torch
 from dlrs_bench.config.schema import Shuffle
 from dlrs_bench.data.rows import Rows
 from dlrs_bench.errors import UserInputError
+
 #: A permutation index above this many rows (2 GiB of int64) is refused.
 PERMUTATION_MAX_ROWS = 1 << 28
 #: ``auto`` uses a full permutation up to this many train rows (64 MiB of index).

@@ -83,7 +83,8 @@ def split_ranges(manifest: Manifest, options: PreparedOptions) -> dict[str, RowS
     if options.split == "temporal":
         n_val, n_test = int(options.split_fractions[1] * n), int(options.split_fractions[2] * n)
         n_train = n - n_val - n_test
-        return {"train": RowSet(0, n_train), "val": RowSet(n_train, n_train + n_val), "test": RowSet(n_train + n_val, n)}
+        val_end = n_train + n_val
+        return {"train": RowSet(0, n_train), "val": RowSet(n_train, val_end), "test": RowSet(val_end, n)}
     return {k: RowSet(index=v) for k, v in split_rows(n, options.split_fractions, options.split_seed).items()}
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-from pathlib import Path
 import time
 import traceback
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, ClassVar, Protocol
@@ -134,7 +135,7 @@ class CTRSplit:
             return self.cache.read_range(rows.start, rows.stop)
         return self.cache.gather(rows)
 
-    def scan(self) -> Any:
+    def scan(self) -> Iterator[slice]:
         """Position slices covering the split, :data:`SCAN_ROWS` at a time."""
         return (slice(lo, min(lo + SCAN_ROWS, len(self))) for lo in range(0, len(self), SCAN_ROWS))
 

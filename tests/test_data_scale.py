@@ -400,3 +400,26 @@ def test_reader_threads_give_the_same_batches_in_the_same_order():
     early = iter_batches(split, 256, keys, seed=2, workers=2)
     next(early)
     early.close()  # stops its threads
+
+
+def test_a_prepared_criteo_cache_reads_mlperf_multi_hot_bags(tmp_path):
+    from dlrs_bench.data.criteo import MLPERF_MULTI_HOT
+    from dlrs_bench.data.prepared import CriteoKaggleOptions
+
+    raw = tmp_path / "train.txt"
+    raw.write_text(criteo_lines(70))
+    assert CliRunner().invoke(app, ["data", "prepare", "criteo-kaggle", "--raw", str(raw), "--out",
+                                    str(tmp_path / "c"), "--workers", "1"]).exit_code == 0
+    one_hot = build_dataset(CriteoKaggleOptions(path=str(tmp_path / "c"))).splits["train"]
+    dataset = build_dataset(CriteoKaggleOptions(path=str(tmp_path / "c"), multi_hot_sizes="mlperf"))
+    split = dataset.splits["train"]
+    assert [f.multi_hot for f in dataset.features] == [n > 1 for n in MLPERF_MULTI_HOT]
+    assert dataset.info["multi_hot_sizes"] == MLPERF_MULTI_HOT
+    keys = dataset.feature_names
+    kjt = make_batch(split, slice(0, 8), keys).sparse_features.to_dict()
+    stored = make_batch(one_hot, slice(0, 8), keys).sparse_features.to_dict()
+    for key, size, feature in zip(keys, MLPERF_MULTI_HOT, dataset.features):
+        bags = kjt[key].values().reshape(8, size)
+        assert kjt[key].lengths().tolist() == [size] * 8
+        assert bags[:, 0].tolist() == stored[key].values().tolist()  # the stored id comes first
+        assert int(bags.min()) >= 0 and int(bags.max()) < feature.cardinality

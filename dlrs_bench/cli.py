@@ -348,7 +348,7 @@ def _prepare_synthetic(rows: int | None, settings: list[str], out: Path, progres
     from pydantic import ValidationError
 
     from dlrs_bench.data.cache import CacheWriter
-    from dlrs_bench.data.synthetic import SyntheticOptions, write_synthetic
+    from dlrs_bench.data.synthetic import READ_OPTIONS, SyntheticOptions, write_synthetic
 
     values: dict[str, Any] = {}
     for item in settings:
@@ -361,16 +361,15 @@ def _prepare_synthetic(rows: int | None, settings: list[str], out: Path, progres
             raise UserInputError(f"--set {key}: {text!r} is not a YAML value") from None
     if rows is not None:
         values["rows"] = rows
+    forbidden = sorted(set(values) & READ_OPTIONS)
+    if forbidden:
+        raise UserInputError(f"--set {forbidden[0]}: chosen when the dataset is read (in the suite), not prepared")
     try:
         options = SyntheticOptions.model_validate(values)
     except ValidationError as e:
         problems = [f"--{'set ' if x['loc'] and x['loc'][0] != 'rows' else ''}"
                     f"{'.'.join(map(str, x['loc'])) or 'set'}: {_pydantic_message(x)}" for x in e.errors()]
         raise UserInputError(problems[0], problems) from None
-    forbidden = sorted(set(values) & {"path", "num_samples", "fraction", "subset_seed", "shuffle",
-                                       "shuffle_block_rows", "shuffle_window_rows"})
-    if forbidden:
-        raise UserInputError(f"--set {forbidden[0]}: chosen when the dataset is read (in the suite), not prepared")
     CacheWriter.check_out(out)
     return write_synthetic(options, out, progress, workers or len(os.sched_getaffinity(0)))
 

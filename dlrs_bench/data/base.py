@@ -9,11 +9,10 @@ grow with the dataset.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -113,11 +112,6 @@ class CTRSplit:
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    @property
-    def num_dense(self) -> int:
-        """Dense inputs per row (a cache without dense features gives one constant 1, a bias input)."""
-        return max(self.cache.manifest.num_dense, 1)
 
     @cached_property
     def order(self) -> ReadOrder:
@@ -257,7 +251,7 @@ def subset_rows(n: int, options: DatasetOptions) -> np.ndarray | None:
     return np.sort(KeyedPermutation(n, options.subset_seed).values(0, k))
 
 
-@functools.cache
+@cache
 def _bag_hashes(size: int, table: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``size - 1`` (multiplier, increment) pairs of table ``table``'s bag hashes (uint64; odd multipliers)."""
     rng = np.random.default_rng([7919, table])

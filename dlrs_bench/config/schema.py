@@ -30,6 +30,9 @@ class StrictModel(BaseModel):
 
 #: Training-order protocols of a dataset (see dlrs_bench.data.order).
 Shuffle = Literal["auto", "permutation", "blocks", "none"]
+#: DatasetOptions fields that select or order the rows when they are read, not what the rows are.
+READ_FIELDS = frozenset({"num_samples", "fraction", "subset_seed", "shuffle", "shuffle_block_rows",
+                         "shuffle_window_rows"})
 
 
 class DatasetOptions(StrictModel):

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from dlrs_bench.config.schema import DatasetOptions
+from dlrs_bench.config.schema import READ_FIELDS, DatasetOptions
 from dlrs_bench.data.base import CTRDataset, dataset_from_cache
 from dlrs_bench.data.cache import CacheWriter, Manifest, describe_inputs, now
 from dlrs_bench.data.local_cache import first_use_cache
@@ -43,8 +43,6 @@ class MovieLensOptions(DatasetOptions):
 
 #: Bump when the rows written for given options change (old first-use caches are then rebuilt).
 BUILD_VERSION = 1
-#: Options that do not change the rows (they select or order them when reading).
-READ_OPTIONS = {"num_samples", "fraction", "subset_seed", "shuffle", "shuffle_block_rows", "shuffle_window_rows"}
 
 
 class MovieLensLatestSmall:
@@ -54,7 +52,7 @@ class MovieLensLatestSmall:
     def build(options: MovieLensOptions) -> CTRDataset:
         folder = Path(options.path) if options.path else BUNDLED
         files = [folder / "ratings.csv", folder / "movies.csv"]
-        key = {"version": BUILD_VERSION, **options.model_dump(mode="json", exclude=READ_OPTIONS),
+        key = {"version": BUILD_VERSION, **options.model_dump(mode="json", exclude=READ_FIELDS),
                "files": [[str(f.resolve()), *_stat(f)] for f in files]}
         cache = first_use_cache(options.name, key, lambda out: _write_cache(options, folder, out))
         splits = {k: RowSet(*bounds) for k, bounds in cache.manifest.splits.items()}

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, model_validator
 
-from dlrs_bench.config.schema import DatasetOptions
+from dlrs_bench.config.schema import READ_FIELDS, DatasetOptions
 from dlrs_bench.data.ahead import in_order
 from dlrs_bench.data.base import CTRDataset, dataset_from_cache
 from dlrs_bench.data.cache import CacheWriter, Manifest, ShuffleRecord, now, open_cache
@@ -55,8 +55,7 @@ IID = "independent, identically distributed draws: generated in random order"
 #: Table-size presets: the DLRM Criteo Kaggle cardinalities and TorchRec's Terabyte ones (40M cap).
 CARDINALITY_PRESETS = {"criteo-kaggle": KAGGLE_CARDINALITIES, "criteo-tb": TERABYTE_CARDINALITIES}
 #: Options that only select or order rows when reading (not part of what is generated).
-READ_OPTIONS = {"num_samples", "fraction", "subset_seed", "shuffle", "shuffle_block_rows", "shuffle_window_rows",
-                "name", "path"}
+READ_OPTIONS = READ_FIELDS | {"name", "path"}
 
 #: Called with (rows written so far, rows in all).
 ProgressFn = Callable[[int, int], None]

@@ -53,6 +53,7 @@ def test_the_benchmarks_run_and_record_their_ratios(tmp_path):
     benchmarks = {b["name"]: b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]}
     assert set(benchmarks) == {"test_plain_contiguous_read", "test_one_hot_batches[none]",
                                "test_one_hot_batches[blocks]", "test_one_hot_batches[permutation]",
+                               "test_one_hot_batches_from_disk",
                                "test_mlperf_multi_hot_batches[0]", "test_mlperf_multi_hot_batches[2]"}
     info = benchmarks["test_one_hot_batches[none]"]
     assert info["samples_per_s"] > 0 and info["ratio_vs_plain_warm"] == pytest.approx(

@@ -318,3 +318,27 @@ def test_two_gpus_train_with_nccl_and_sharded_tables(tmp_path):
         assert run["memory"]["gpu_peak_mib"] > 0
     placement = results_of(tmp_path / "r", "nccl")["none"]["distributed"]["placement"]
     assert {p["compute_kernel"] for p in placement.values()} == {"fused"}
+
+
+@pytest.mark.parametrize("compressor,pipeline", [({"kind": "none"}, "ShardedPipeline"),
+                                                 ({"kind": "hashing", "ratio": 4}, "LocalPipeline")])
+def test_sharded_full_tables_train_through_torchrecs_sparse_dist_pipeline(compressor, pipeline):
+    """Full tables under DMP go through TrainPipelineSparseDist (the batch's KJT feeds the sharded
+    tables); replicated compressed embeddings take the plain loop."""
+    from dlrs_bench.config.schema import validate_scenario
+    from dlrs_bench.data.base import build_dataset
+    from dlrs_bench.engine.distributed import one_rank_group
+    from dlrs_bench.engine.train import prepare
+
+    suite = tiny_suite()["defaults"]
+    spec, errors = validate_scenario({**suite, "compressor": compressor,
+                                      "train": {**suite["train"], "optimizer": "adagrad"}})
+    assert not errors
+    dataset = build_dataset(spec.dataset)
+    device = torch.device("cpu")
+    with one_rank_group(device) as ranks:
+        prepared = prepare(spec, dataset, device, ranks)
+        assert type(prepared.pipeline).__name__ == pipeline
+        batches = iter_batches(dataset.splits["train"], 128, dataset.feature_names, seed=0)
+        losses = [float(prepared.pipeline.progress(batches)) for _ in range(5)]
+    assert all(0 < loss < 2 for loss in losses)

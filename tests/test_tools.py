@@ -27,6 +27,8 @@ def test_bench_throughput_measures_unsharded_and_fused_tables_in_both_precisions
     number = r"([\d.,]+)"
     rows = re.findall(rf"│\s*(unsharded|fused){cell}(fp32|bf16)" + f"{cell}{number}" * 4, out)
     assert {(r[0], r[1]) for r in rows} == {(e, p) for e in ("unsharded", "fused") for p in ("fp32", "bf16")}, out
+    bare = re.findall(rf"│\s*bare{cell}(fp32|bf16){cell}-{cell}{number}{cell}-{cell}{number}{cell}1\.00", out)
+    assert {r[0] for r in bare} == {"fp32", "bf16"}, out  # the bare TorchRec loop, its own baseline
     baseline = next(r for r in rows if r[:2] == ("unsharded", "fp32"))
     assert baseline[5] == "1.00"
     assert all(float(r[2]) > 0 and float(r[3].replace(",", "")) > 0 for r in rows)

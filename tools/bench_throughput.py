@@ -10,9 +10,15 @@ dlrs-bench's engine (``dlrs_bench.engine.train.train``) on synthetic data with A
   (``distributed.one_rank_dmp: true``): fbgemm's fused TBE kernels with the optimizer inside the
   backward pass (what every rank of ``gpus: N`` runs), with TorchRec's ``TrainPipelineSparseDist``;
 
+* ``bare``: the fused model and optimizer (same tables, same sharding, same TorchRec
+  ``TrainPipelineSparseDist``) in a bare loop over batches built beforehand and already on the
+  device — what the fused variant would reach if reading the cache cost nothing;
+
 each in ``fp32`` and ``bf16`` (``train.precision``). Reported per variant: step p50 (ms; CUDA events
-on GPU), training samples/s (the time-to-target clock without evaluations), peak memory (NVML on
-GPU, RSS on CPU), and the samples/s ratio against ``unsharded fp32`` measured in the same run.
+on GPU; none for ``bare``), training samples/s (the time-to-target clock without evaluations; for
+``bare`` the loop's wall clock, both from the first step), peak memory (NVML on GPU, RSS on CPU; none for ``bare``), and the
+samples/s ratios against ``unsharded`` and against ``bare`` of the same precision, measured in the
+same run: ``fused / bare`` is what feeding the engine from the cache costs end to end.
 
 Run (from the repository root)::
 
@@ -27,8 +33,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import tempfile
+import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,12 +45,22 @@ from rich.console import Console
 from rich.table import Table
 
 from dlrs_bench.config.schema import Scenario, validate_scenario
+from dlrs_bench.data.batching import iter_batches
 from dlrs_bench.data.loading import DatasetCache
 from dlrs_bench.engine.runner import one_rank
-from dlrs_bench.engine.train import TrainOutcome, train
+from dlrs_bench.engine.sharding import shard
+from dlrs_bench.engine.train import TrainStep, build, seed_everything, train
 from dlrs_bench.measure.mllog import EventLog
 
 BOTTOM, TOP, DIM = [512, 256, 128], [1024, 1024, 512, 256, 1], 128
+
+
+@dataclass(frozen=True)
+class Measured:
+    step_p50_ms: float | None
+    samples_per_s: float
+    peak_mib: float | None
+    tables: int | None  # embedding rows in all tables
 
 
 def scenario(args: argparse.Namespace, precision: str, embeddings: str) -> Scenario:
@@ -55,18 +74,47 @@ def scenario(args: argparse.Namespace, precision: str, embeddings: str) -> Scena
                   "eval_every": 1, "warmup_iters": min(20, args.steps // 4), "precision": precision,
                   "eval_batch_size": 4 * args.batch},
         "target": {"metric": "auc", "value": 0.99},
-        "distributed": {"one_rank_dmp": embeddings == "fused"},
+        "distributed": {"one_rank_dmp": embeddings != "unsharded"},
     })
     if spec is None:
         raise SystemExit(f"invalid benchmark scenario: {errors}")
     return spec
 
 
-def run(spec: Scenario, cache: DatasetCache, device: torch.device) -> TrainOutcome:
+def run(spec: Scenario, cache: DatasetCache, device: torch.device) -> Measured:
     """One training run through the engine, as ``dlrs-bench run`` does it for one rank."""
     dataset, _ = cache.get(spec.dataset)
     with tempfile.TemporaryDirectory() as tmp, one_rank(spec, device) as ranks:
-        return train(spec, dataset, 0, device, EventLog(Path(tmp) / "bench.mllog"), ranks=ranks)
+        out = train(spec, dataset, 0, device, EventLog(Path(tmp) / "bench.mllog"), ranks=ranks)
+    memory = out.memory["gpu_peak_mib"] if device.type == "cuda" else out.memory["host_peak_rss_mib"]
+    tables = sum(t["rows"] for t in out.embedding["per_table"])
+    return Measured(out.timing["iter_ms"]["p50"], out.timing["samples_per_s"], memory, tables)
+
+
+def run_bare(spec: Scenario, cache: DatasetCache, device: torch.device) -> Measured:
+    """The fused model in a bare TorchRec loop over batches pre-built on the device."""
+    from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+    dataset, _ = cache.get(spec.dataset)
+    cfg = spec.train
+    batches = [b.to(device) for b in iter_batches(dataset.splits["train"], cfg.batch_size, dataset.feature_names)]
+    with one_rank(spec, device):
+        seed_everything(0)
+        model = build(spec, dataset, device, tables_device=torch.device("meta"))
+        dmp, optimizer, _ = shard(TrainStep(model, cfg.precision), cfg.optimizer, cfg.lr, device, None, [])
+        pipeline = TrainPipelineSparseDist(dmp, optimizer, device, execute_all_batches=True)
+        steps = iter(batches)
+        start = time.perf_counter()  # from the first step, as the engine's training clock
+        while True:
+            try:
+                pipeline.progress(steps)
+            except StopIteration:
+                break
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+    rows = sum(len(b.labels) for b in batches)
+    return Measured(None, rows / seconds, None, None)
 
 
 def main() -> None:
@@ -76,7 +124,8 @@ def main() -> None:
                         help="table rows = Kaggle cardinalities x this (default 1 on CUDA, 0.001 on CPU)")
     parser.add_argument("--batch", type=int, default=None, help="default 16384 on CUDA, 1024 on CPU")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default 300 on CUDA, 40 on CPU)")
-    parser.add_argument("--embeddings", nargs="+", choices=["unsharded", "fused"], default=["unsharded", "fused"])
+    parser.add_argument("--embeddings", nargs="+", choices=["unsharded", "fused", "bare"],
+                        default=["unsharded", "fused", "bare"])
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     args = parser.parse_args()
     cuda = args.device == "cuda"
@@ -91,7 +140,7 @@ def main() -> None:
         for precision in args.precisions:
             spec = scenario(args, precision, embeddings)
             try:
-                out = run(spec, cache, device)
+                out = (run_bare if embeddings == "bare" else run)(spec, cache, device)
             except Exception as e:  # noqa: BLE001 - reported in the table, the other variants still run
                 rows.append((embeddings, precision, None, f"{type(e).__name__}: {e}".splitlines()[0]))
                 traceback.print_exc()
@@ -99,21 +148,27 @@ def main() -> None:
             rows.append((embeddings, precision, out, None))
 
     console = Console()
-    first = rows[0][2]
-    tables = sum(t["rows"] for t in first.embedding["per_table"]) if first else 0
+    tables = next((o.tables for _, _, o, _ in rows if o and o.tables), 0)
     table = Table(title=f"DLRM, 26 tables ({tables:,} rows) x d {DIM}, batch {args.batch}, {args.steps} steps, "
-                        f"{device} ({torch.cuda.get_device_name(device) if cuda else 'CPU'})")
-    for column in ("embeddings", "precision", "step p50 ms", "samples/s", "peak MiB", "vs unsharded fp32"):
+                        f"{device} ({torch.cuda.get_device_name(device) if cuda else 'CPU'}), "
+                        f"{torch.get_num_threads()} CPU threads, load {os.getloadavg()[0]:.2f}")
+    for column in ("embeddings", "precision", "step p50 ms", "samples/s", "peak MiB", "vs unsharded fp32",
+                   "vs bare"):
         table.add_column(column, justify="right")
-    base = next((o.timing["samples_per_s"] for e, p, o, _ in rows if o and e == "unsharded" and p == "fp32"), None)
+
+    def rate(embeddings: str, precision: str) -> float | None:
+        return next((o.samples_per_s for e, p, o, _ in rows if o and e == embeddings and p == precision), None)
+
+    base = rate("unsharded", "fp32")
     for embeddings, precision, out, error in rows:
         if out is None:
-            table.add_row(embeddings, precision, "failed", error, "", "")
+            table.add_row(embeddings, precision, "failed", error, "", "", "")
             continue
-        memory = out.memory["gpu_peak_mib"] if cuda else out.memory["host_peak_rss_mib"]
-        sps = out.timing["samples_per_s"]
-        table.add_row(embeddings, precision, f"{out.timing['iter_ms']['p50']:.2f}", f"{sps:,.0f}",
-                      f"{memory:,.0f}" if memory is not None else "-", f"{sps / base:.2f}" if base else "-")
+        bare = rate("bare", precision)
+        sps = out.samples_per_s
+        table.add_row(embeddings, precision, f"{out.step_p50_ms:.2f}" if out.step_p50_ms is not None else "-",
+                      f"{sps:,.0f}", f"{out.peak_mib:,.0f}" if out.peak_mib is not None else "-",
+                      f"{sps / base:.2f}" if base else "-", f"{sps / bare:.2f}" if bare else "-")
     console.print(table)
 
 

@@ -88,9 +88,10 @@ def build(spec: Scenario, dataset: CTRDataset, device: torch.device, tables_devi
     return build_model(spec.model, dataset.num_dense, dataset.features, embeddings).to(device)
 
 
-def autocast(device: torch.device, precision: str) -> torch.autocast:
-    """The forward's precision context: bfloat16 autocast for ``"bf16"``, a no-op for ``"fp32"``."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+def autocast(device_type: str, precision: str) -> torch.autocast:
+    """The forward's precision context on ``device_type`` ("cpu" or "cuda"): bfloat16 autocast for
+    ``"bf16"``, a no-op for ``"fp32"``."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 class TrainStep(nn.Module):
@@ -98,14 +99,15 @@ class TrainStep(nn.Module):
     (the form TorchRec's train pipelines drive). Loss: mean binary cross-entropy of the fp32 logits;
     the model's forward runs in ``precision`` (``fp32`` or ``bf16`` autocast)."""
 
-    def __init__(self, model: nn.Module, precision: str = "fp32") -> None:
+    def __init__(self, model: nn.Module, precision: str = "fp32", device_type: str = "cpu") -> None:
         super().__init__()
         self.model = model
         self.precision = precision
+        self.device_type = device_type  # a constant, so TorchRec's pipelines can fx-trace the forward
         self.loss_fn = nn.BCEWithLogitsLoss()
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        with autocast(batch.labels.device, self.precision):
+        with autocast(self.device_type, self.precision):
             logits = self.model(batch.dense_features, batch.sparse_features)
         loss = self.loss_fn(logits.float(), batch.labels)
         return loss, loss.detach()
@@ -170,7 +172,8 @@ def prepare(spec: Scenario, dataset: CTRDataset, device: torch.device, ranks: Ra
     cfg = spec.train
     if not ranks.shard:
         model = build(spec, dataset, device)
-        return Prepared(LocalPipeline(TrainStep(model, cfg.precision), build_optimizer(model, cfg.optimizer, cfg.lr)),
+        return Prepared(LocalPipeline(TrainStep(model, cfg.precision, device.type),
+                                      build_optimizer(model, cfg.optimizer, cfg.lr)),
                         account(model.embeddings, getattr(spec.compressor, "ratio", None)).to_json(),
                         count(model).__dict__, None)
     from dlrs_bench.engine.sharding import shard
@@ -180,9 +183,10 @@ def prepare(spec: Scenario, dataset: CTRDataset, device: torch.device, ranks: Ra
     embedding = account(model.embeddings, getattr(spec.compressor, "ratio", None)).to_json()
     counts = count(model).__dict__
     sparse = getattr(model.embeddings, "sparse_parameters", list)()
-    dmp, optimizer, placement = shard(TrainStep(model, cfg.precision), cfg.optimizer, cfg.lr, device,
+    pipelined = isinstance(model.embeddings, FullEmbedding)  # asked before DMP swaps in the sharded module
+    dmp, optimizer, placement = shard(TrainStep(model, cfg.precision, device.type), cfg.optimizer, cfg.lr, device,
                                       spec.distributed.sharding_types, list(sparse))
-    if isinstance(model.embeddings, FullEmbedding):  # the KJT goes straight from the batch to the tables
+    if pipelined:  # the KJT goes straight from the batch to the tables
         return Prepared(ShardedPipeline(dmp, optimizer, device), embedding, counts, placement)
     # replicated embeddings: DDP, nothing to pipeline
     return Prepared(LocalPipeline(dmp, optimizer, list(sparse), device), embedding, counts, placement)
@@ -211,7 +215,7 @@ def evaluate(model: nn.Module, split: CTRSplit, keys: list[str], batch_size: int
     # small kept tensors between each batch's large temporaries would fragment the heap and grow it
     logits = torch.empty(len(split) + len(split) // batch_size + 1)
     done = 0
-    with autocast(device, precision):
+    with autocast(device.type, precision):
         for batch in batches:
             batch = batch.to(device)
             part = model(batch.dense_features, batch.sparse_features).float().flatten()

@@ -16,9 +16,10 @@ dlrs-bench's engine (``dlrs_bench.engine.train.train``) on synthetic data with A
 
 each in ``fp32`` and ``bf16`` (``train.precision``). Reported per variant: step p50 (ms; CUDA events
 on GPU; none for ``bare``), training samples/s (the time-to-target clock without evaluations; for
-``bare`` the loop's wall clock, both from the first step), peak memory (NVML on GPU, RSS on CPU; none for ``bare``), and the
-samples/s ratios against ``unsharded`` and against ``bare`` of the same precision, measured in the
-same run: ``fused / bare`` is what feeding the engine from the cache costs end to end.
+``bare`` the loop's wall clock; both from the first step), peak memory (NVML on GPU, RSS on CPU; none
+for ``bare``), and the samples/s ratios against ``unsharded fp32`` and against ``bare`` of the same
+precision, measured in the same run: ``fused / bare`` is what feeding the engine from the cache costs
+end to end.
 
 Run (from the repository root)::
 

@@ -55,8 +55,15 @@ def run(
     filter: Annotated[str | None, typer.Option("--filter", help="scenarios whose label or id contains TEXT")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="skip (scenario, seed) pairs that already finished")] = False,
     device: Annotated[Device | None, typer.Option("--device", help="run every scenario on this device")] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="torch CPU threads (default: the cores this process may use; 1 per gloo rank)")
+    ] = None,
 ) -> None:
     """Run every scenario of SUITE and print a summary table."""
+    import os
+
+    import torch
+
     from dlrs_bench.config.expand import load_suite
     from dlrs_bench.engine.distributed import DistributedRunError, is_main_process
     from dlrs_bench.engine.runner import plan, run_jobs
@@ -67,12 +74,18 @@ def run(
         console.quiet = err_console.quiet = True
     try:
         loaded = load_suite(suite)
-        jobs = plan(loaded, filter, device.value if device else None)
+        jobs = plan(loaded, filter, device.value if device else None, threads)
     except UserInputError as e:
         raise _invalid(e) from None
     if not jobs:
         err_console.print(f"[red]error:[/] --filter {filter!r} matches no scenario of {suite}")
         raise typer.Exit(EXIT_INVALID)
+    cores = len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads or cores)
+    load = os.getloadavg()[0]
+    if load > cores:
+        err_console.print(f"[yellow]warning:[/] the load average ({load:.1f}) exceeds the {cores} core(s) this run "
+                          "may use: timings will be slow and noisy (results record env.load_avg)")
     console.print(f"[bold]{loaded.name}[/]: {len(jobs)} run(s) → {results_dir / loaded.name}")
     try:
         with LiveDisplay(console, len(jobs)) as display:

@@ -511,3 +511,14 @@ def test_run_on_cuda_records_gpu_memory(tmp_path):
         iter_ms = data["timing"]["iter_ms"]
         assert 0 < iter_ms["p50"] <= iter_ms["p90"] <= iter_ms["p99"]
         assert not math.isnan(data["metrics"]["auc"])
+
+
+def test_threads_and_load_are_recorded(tmp_path):
+    path = write(tmp_path / "tiny.yaml", tiny_suite())
+    result = invoke("run", path, "--results-dir", tmp_path / "r", "--filter", "none", "--threads", "1")
+    assert result.exit_code == EXIT_OK, result.output
+    (data,) = [json.loads(p.read_text()) for p in (tmp_path / "r" / "tiny").glob("*/seed0.json")]
+    assert data["env"]["threads"] == 1
+    assert isinstance(data["env"]["load_avg"], float) and data["env"]["load_avg"] >= 0
+    refused = invoke("run", path, "--results-dir", tmp_path / "r", "--threads", "0")
+    assert refused.exit_code == EXIT_INVALID and "--threads" in refused.output

@@ -176,6 +176,7 @@ def test_two_process_result_matches_single_process(gloo_results, compressor):
     assert two["model"] == one["model"]
     assert [p["epoch"] for p in two["eval_curve"]] == pytest.approx([p["epoch"] for p in one["eval_curve"]], abs=0.01)
     assert two["distributed"]["world_size"] == 2 and two["distributed"]["backend"] == "gloo"
+    assert two["env"]["threads"] == 1  # one torch thread per gloo rank
     assert len(two["distributed"]["per_rank"]) == 2
     assert two["memory"]["host_peak_rss_mib"] == max(r["memory"]["host_peak_rss_mib"]
                                                        for r in two["distributed"]["per_rank"])

@@ -69,17 +69,20 @@ def backend(device_kind: str) -> str:
     return "nccl" if device_kind == "cuda" else "gloo"
 
 
-def init(device_kind: str, timeout_s: float) -> tuple[Ranks, torch.device]:
+def init(device_kind: str, timeout_s: float, threads: int | None = None) -> tuple[Ranks, torch.device]:
     """Join the process group set up by the launcher (environment variables), once per process;
-    returns this rank and its device (``cuda:<local rank>`` or ``cpu``)."""
+    returns this rank and its device (``cuda:<local rank>`` or ``cpu``). Torch's CPU threads:
+    ``threads``, else one per gloo rank (ranks are the parallelism) or this machine's cores shared
+    by its GPU ranks."""
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     if device_kind == "cuda":
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
+        torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0)) // local_world))
     else:
         device = torch.device("cpu")
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        torch.set_num_threads(threads or 1)
     if not dist.is_initialized():
         dist.init_process_group(backend(device_kind), timeout=timedelta(seconds=timeout_s),
                                 device_id=device if device_kind == "cuda" else None)

@@ -44,9 +44,11 @@ class Job:
     scenario: ResolvedScenario
     seed: int
     device: torch.device
+    threads: int | None = None  # torch CPU threads of each rank of a distributed run (None: the default)
 
 
-def plan(suite: Suite, name_filter: str | None, device_override: DeviceOverride) -> list[Job]:
+def plan(suite: Suite, name_filter: str | None, device_override: DeviceOverride, threads: int | None = None
+         ) -> list[Job]:
     """The (scenario, seed) runs to do, with devices (and, under ``torchrun``, rank counts) checked
     before anything runs."""
     jobs = []
@@ -72,7 +74,7 @@ def plan(suite: Suite, name_filter: str | None, device_override: DeviceOverride)
                 open_cache(Path(cache)).close()
             except UserInputError as e:
                 raise UserInputError(f"{suite.path}: scenario {scenario.label!r}: {e}") from None
-        jobs.extend(Job(scenario, seed, device) for seed in spec.seeds)
+        jobs.extend(Job(scenario, seed, device, threads) for seed in spec.seeds)
     return jobs
 
 
@@ -82,7 +84,7 @@ def run_jobs(jobs: list[Job], store: ResultStore, display: RunDisplay, resume: b
     results = []
     main = distributed.is_main_process()  # under torchrun only rank 0 writes and displays
     if jobs and distributed.launched_world() is not None:
-        distributed.init(jobs[0].device.type, jobs[0].scenario.spec.distributed.timeout_s)
+        distributed.init(jobs[0].device.type, jobs[0].scenario.spec.distributed.timeout_s, jobs[0].threads)
     for job in jobs:
         scenario, seed = job.scenario, job.seed
         done = store.finished(scenario.suite, scenario.scenario_id, seed) if resume else None
@@ -138,6 +140,7 @@ def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: Progres
             if scenario.spec.world_size > 1:  # each rank checks its memory plan (this process keeps off the GPUs)
                 ranked = run_ranks(job, store, cache, progress)
                 outcome, data_time, result["dataset"] = ranked.outcome, ranked.data_time_s, ranked.dataset
+                result["env"]["threads"] = ranked.threads
             else:
                 check_memory(scenario.spec, dataset, job.device)
                 with one_rank(scenario.spec, job.device) as ranks:
@@ -176,7 +179,7 @@ def run_ranks(job: Job, store: ResultStore, cache: DatasetCache, progress: Progr
     launched here (their logs beside the result file)."""
     scenario = job.scenario
     rank_job = RankJob(scenario.spec.model_dump(mode="json"), job.seed, job.device.type,
-                       store.event_log_path(scenario.suite, scenario.scenario_id, job.seed))
+                       store.event_log_path(scenario.suite, scenario.scenario_id, job.seed), job.threads)
     if distributed.launched_world() is not None:
         outcome = run_rank(rank_job, cache, progress)
         return distributed.gather_objects(outcome)[0]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from dlrs_bench.config.schema import validate_scenario
@@ -24,6 +25,7 @@ class RankJob:
     seed: int
     device_kind: str  # "cuda" or "cpu"
     event_log: Path  # written by rank 0
+    threads: int | None = None  # torch CPU threads per rank (None: see distributed.init)
     progress: Any = None  # a queue that rank 0 feeds with (step, max_steps, metrics), or None
 
 
@@ -42,6 +44,7 @@ class RankOutcome:
     outcome: TrainOutcome
     dataset: dict[str, Any]
     data_time_s: float
+    threads: int  # torch CPU threads of rank 0
 
 
 def run_rank(job: RankJob, cache: DatasetCache | None = None, progress: ProgressFn | None = None
@@ -50,7 +53,7 @@ def run_rank(job: RankJob, cache: DatasetCache | None = None, progress: Progress
     spec, errors = validate_scenario(job.scenario)
     if spec is None:  # validated before launch; reaching this is a bug
         raise RuntimeError(f"scenario does not validate in the worker: {errors}")
-    ranks, device = init(job.device_kind, spec.distributed.timeout_s)
+    ranks, device = init(job.device_kind, spec.distributed.timeout_s, job.threads)
     dataset, data_time = (cache or DatasetCache()).get(spec.dataset)
     check_memory(spec, dataset, device)  # before anything is allocated; every rank plans the same
     if job.progress is not None:
@@ -60,7 +63,7 @@ def run_rank(job: RankJob, cache: DatasetCache | None = None, progress: Progress
         outcome = train(spec, dataset, job.seed, device, log, progress if ranks.is_main else None, ranks)
     finally:
         log.close()
-    return RankOutcome(outcome, dataset.summary(), data_time) if ranks.is_main else None
+    return RankOutcome(outcome, dataset.summary(), data_time, torch.get_num_threads()) if ranks.is_main else None
 
 
 @record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import socket
 import subprocess
@@ -19,8 +20,10 @@ REPO = Path(dlrs_bench.__file__).resolve().parent.parent
 
 
 def capture() -> dict[str, Any]:
-    """Versions, git state, hardware and start time, measured now."""
-    return {**_static(), "started_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    """Versions, git state, hardware, torch's CPU threads, the 1-minute load average and the start
+    time, measured now."""
+    return {**_static(), "threads": torch.get_num_threads(), "load_avg": round(os.getloadavg()[0], 2),
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 @functools.cache
@@ -81,6 +84,4 @@ def _cpu_name() -> str:
 
 
 def _affinity() -> set[int]:
-    import os
-
     return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))

@@ -103,6 +103,8 @@ class Env(_Section):
     cpu: str
     hostname: str
     started_at: str
+    threads: int | None = None  # torch CPU threads (of rank 0 on several ranks); absent before 0.1 runs
+    load_avg: float | None = None  # 1-minute load average when the run started
 
 
 class TablePlacement(_Section):

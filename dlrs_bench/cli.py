@@ -13,9 +13,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from dlrs_bench.errors import UserInputError
+from dlrs_bench.ui import cells, say
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Declarative benchmarks for recommendation models and embedding compression.")
@@ -44,7 +45,7 @@ class Listable(str, Enum):
 
 def _invalid(e: UserInputError) -> typer.Exit:
     for line in e.lines:
-        err_console.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+        say(err_console, ("error:", "red"), f" {line}")
     return typer.Exit(EXIT_INVALID)
 
 
@@ -78,20 +79,20 @@ def run(
     except UserInputError as e:
         raise _invalid(e) from None
     if not jobs:
-        err_console.print(f"[red]error:[/] --filter {filter!r} matches no scenario of {suite}")
+        say(err_console, ("error:", "red"), f" --filter {filter!r} matches no scenario of {suite}")
         raise typer.Exit(EXIT_INVALID)
     cores = len(os.sched_getaffinity(0))
     torch.set_num_threads(threads or cores)
     load = os.getloadavg()[0]
     if load > cores:
-        err_console.print(f"[yellow]warning:[/] the load average ({load:.1f}) exceeds the {cores} core(s) this run "
-                          "may use: timings will be slow and noisy (results record env.load_avg)")
-    console.print(f"[bold]{loaded.name}[/]: {len(jobs)} run(s) → {results_dir / loaded.name}")
+        say(err_console, ("warning:", "yellow"), f" the load average ({load:.1f}) exceeds the {cores} core(s) this run "
+            "may use: timings will be slow and noisy (results record env.load_avg)")
+    say(console, (loaded.name, "bold"), f": {len(jobs)} run(s) → {results_dir / loaded.name}")
     try:
         with LiveDisplay(console, len(jobs)) as display:
             results = run_jobs(jobs, ResultStore(results_dir), display, resume)
     except DistributedRunError as e:  # under torchrun a failed scenario stops every rank
-        err_console.print(f"[red]error:[/] {e}")
+        say(err_console, ("error:", "red"), f" {e}")
         raise typer.Exit(EXIT_FAILED) from None
     console.print(summary_table(results, f"{loaded.name} ({results_dir / loaded.name})"))
     if any(r.status == "failed" for r in results):
@@ -110,9 +111,9 @@ def validate(files: Annotated[list[Path], typer.Argument(help="suite YAML files"
         except UserInputError as e:
             problems.extend(e.lines)
             continue
-        console.print(f"[green]ok[/] {path}: suite {loaded.name!r}, {len(loaded.scenarios)} scenario(s)")
+        say(console, ("ok", "green"), f" {path}: suite {loaded.name!r}, {len(loaded.scenarios)} scenario(s)")
         for s in loaded.scenarios:
-            console.print(f"   {s.scenario_id}  {s.label}  seeds {s.spec.seeds}", highlight=False)
+            say(console, f"   {s.scenario_id}  {s.label}  seeds {s.spec.seeds}")
     if problems:
         raise _invalid(UserInputError(problems[0], problems))
 
@@ -124,11 +125,11 @@ def list_(what: Annotated[Listable, typer.Argument(help="what to list")]) -> Non
 
     if what is Listable.suites:
         for path in sorted(_suites_dir().glob("*.yaml")):
-            console.print(f"{str(path):40} {_suite_description(path)}", highlight=False)
+            say(console, f"{str(path):40} {_suite_description(path)}")
         return
     registry = {"datasets": DATASETS, "models": MODELS, "compressors": COMPRESSORS}[what.value]
     for entry in registry.entries():
-        console.print(f"{entry.name:24} {entry.help}", highlight=False)
+        say(console, f"{entry.name:24} {entry.help}")
 
 
 @app.command()
@@ -159,19 +160,19 @@ def compare(
     if as_json:
         console.print_json(json.dumps([c.to_json() for c in comparisons]))
     else:
-        table = Table(title=f"compare with {'baseline' if baseline else 'reference'} {baseline or reference}")
+        table = Table(title=Text(f"compare with {'baseline' if baseline else 'reference'} {baseline or reference}"))
         for column in ("scenario", "metric", "verdict", "current", "baseline", "Δ", "p", "iter p50 ×", "reason"):
             table.add_column(column)
         styles = {"PASS": "green", "IMPROVED": "green", "NOISE": "yellow", "NOT_COMPARABLE": "yellow"}
         for c in comparisons:
             table.add_row(
-                c.label, c.metric, f"[{styles.get(c.verdict, 'red')}]{c.verdict}[/]",
-                f"{c.current.mean:.4f} ± {c.current.std:.4f}" if c.current else "–",
-                f"{c.baseline.mean:.4f} ± {c.baseline.std:.4f}" if c.baseline else "–",
-                f"{c.delta:+.4f}" if c.delta is not None else "–",
-                f"{c.p_value:.3f}" if c.p_value is not None else "–",
-                f"{c.time_ratios['iter_p50_ms']:.2f}" if "iter_p50_ms" in c.time_ratios else "–",
-                c.reason,
+                *cells(c.label, c.metric), Text(c.verdict, style=styles.get(c.verdict, "red")),
+                *cells(f"{c.current.mean:.4f} ± {c.current.std:.4f}" if c.current else "–",
+                       f"{c.baseline.mean:.4f} ± {c.baseline.std:.4f}" if c.baseline else "–",
+                       f"{c.delta:+.4f}" if c.delta is not None else "–",
+                       f"{c.p_value:.3f}" if c.p_value is not None else "–",
+                       f"{c.time_ratios['iter_p50_ms']:.2f}" if "iter_p50_ms" in c.time_ratios else "–",
+                       c.reason),
             )
         console.print(table)
     if any(c.verdict in ("REGRESSED", "FAILED") for c in comparisons):
@@ -192,7 +193,7 @@ def report(
         path = write_report(load_results(results), out)
     except UserInputError as e:
         raise _invalid(e) from None
-    console.print(f"[green]wrote[/] {path} and {len(list(out.glob('*.png')))} plot(s)")
+    say(console, ("wrote", "green"), f" {path} and {len(list(out.glob('*.png')))} plot(s)")
 
 
 class FitX(str, Enum):
@@ -234,18 +235,19 @@ def fit(
     if as_json:
         console.print_json(json.dumps({"x": x.value, "y": y.value, **result.to_json(), "seed003": checks}))
         return
-    console.print(f"L({x.value}) = α·x^(−β) + γ over {result.points} results ({y.value} of the best evaluation)")
+    say(console, f"L({x.value}) = α·x^(−β) + γ over {result.points} results ({y.value} of the best evaluation)")
     for name in ("alpha", "beta", "gamma"):
         low, high = getattr(result, f"{name}_ci")
-        console.print(f"  {name:5} = {getattr(result, name):.4g}   95% CI [{low:.4g}, {high:.4g}]")
-    console.print(f"  R²    = {result.r2:.4f}\n  phase = {result.phase} "
-                  f"(doubling x at the largest point: {100 * result.gain_from_doubling:.2f}% lower {y.value})")
+        say(console, f"  {name:5} = {getattr(result, name):.4g}   95% CI [{low:.4g}, {high:.4g}]")
+    say(console, f"  R²    = {result.r2:.4f}")
+    say(console, f"  phase = {result.phase} (doubling x at the largest point: {100 * result.gain_from_doubling:.2f}% "
+        f"lower {y.value})")
     for check in checks:
-        word = "[green]agrees[/]" if check["agrees"] else "[yellow]differs[/]"
+        word = ("agrees", "green") if check["agrees"] else ("differs", "yellow")
         measured = check["measured"]
         shown = ("saturated" if measured else "not saturated") if isinstance(measured, bool) else f"{measured:.4g}"
-        console.print(f"  seed 003 ({check['resource']}): {check['metric']} published {check['published']}, "
-                      f"measured {shown} → {word}", highlight=False)
+        say(console, f"  seed 003 ({check['resource']}): {check['metric']} published {check['published']}, "
+            f"measured {shown} → ", word)
 
 
 SEED003_TABLE = Path(__file__).resolve().parent.parent / "reference_results" / "seed003_table1_scaling_laws.yaml"
@@ -330,9 +332,9 @@ def data_prepare(
             raise _invalid(e) from None
     shuffled = (f"; the first {manifest.shuffle.rows:,} rows in random order ({manifest.shuffle.method}, seed "
                 f"{manifest.shuffle.seed})" if manifest.shuffle else "")
-    console.print(f"[green]prepared[/] {escape(str(out))}: {manifest.rows:,} rows, CTR {manifest.ctr:.4f}, "
-                  f"{len(manifest.features)} sparse features ({sum(manifest.features.values()):,} ids), "
-                  f"{manifest.skipped['count']} bad line(s) skipped{shuffled}")
+    say(console, ("prepared", "green"), f" {out}: {manifest.rows:,} rows, CTR {manifest.ctr:.4f}, "
+        f"{len(manifest.features)} sparse features ({sum(manifest.features.values()):,} ids), "
+        f"{manifest.skipped['count']} bad line(s) skipped{shuffled}")
 
 
 def _prepare_raw(name: str, raw: list[Path], out: Path, progress: Any, dense_transform: str,

@@ -1,17 +1,33 @@
-"""Terminal output: a live progress display while a suite runs and the summary table after."""
+"""Terminal output: a live progress display while a suite runs, the summary table after, and the
+one way text reaches the terminal: :func:`say` and :func:`cells` build rich ``Text`` objects, so a
+``[`` in a path, a scenario name or an error message is printed as it is, never read as rich markup.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from dlrs_bench.config.expand import ResolvedScenario
 from dlrs_bench.results.schema import ResultFile
 
 STATUS_STYLE = {"reached": "green", "not_reached": "yellow", "failed": "red"}
+
+
+def say(console: Console, *parts: str | tuple[str, str]) -> None:
+    """Print one line of ``parts``: plain strings verbatim, ``(text, style)`` pairs styled; nothing
+    in them is read as markup."""
+    console.print(Text.assemble(*parts), highlight=False, soft_wrap=True)
+
+
+def cells(*values: str) -> list[Text]:
+    """Table cells shown verbatim (rich would read a plain string as markup)."""
+    return [Text(v) for v in values]
 
 
 class LiveDisplay:
@@ -36,7 +52,7 @@ class LiveDisplay:
     def run_started(self, scenario: ResolvedScenario, seed: int):
         if self.run_task is not None:
             self.progress.remove_task(self.run_task)
-        self.run_task = self.progress.add_task(f"{scenario.label} seed {seed}", total=None, info="")
+        self.run_task = self.progress.add_task(escape(f"{scenario.label} seed {seed}"), total=None, info="")
 
         def update(step: int, max_steps: int, last: dict[str, float] | None) -> None:
             info = f"auc {last['auc']:.4f}" if last else ""
@@ -49,12 +65,12 @@ class LiveDisplay:
         style = STATUS_STYLE[result.status]
         note = " (kept from an earlier run: --resume)" if skipped else ""
         detail = f": {result.error.type}: {result.error.message}" if result.error else ""
-        self.console.print(f"[{style}]{result.status:>11}[/] {scenario.label} seed {seed}{note}{detail}")
+        say(self.console, (f"{result.status:>11}", style), f" {scenario.label} seed {seed}{note}{detail}")
 
 
 def summary_table(results: list[ResultFile], title: str) -> Table:
     """One row per result: quality, time to target, speed, memory, compression."""
-    table = Table(title=title)
+    table = Table(title=Text(title))
     for column in ("scenario", "id", "seed", "status", "AUC", "best AUC", "NE", "time→target s", "epochs→target",
                    "iter p50 ms", "samples/s", "peak mem MiB", "ratio"):
         table.add_column(column, justify="left" if column in ("scenario", "id", "status") else "right")
@@ -64,8 +80,8 @@ def summary_table(results: list[ResultFile], title: str) -> Table:
         peak = (memory.gpu_peak_mib if memory and memory.gpu_peak_mib is not None
                 else memory.host_peak_rss_mib if memory else None)
         table.add_row(
-            str(extra.get("label", r.scenario_id)), r.scenario_id, str(r.seed),
-            f"[{STATUS_STYLE[r.status]}]{r.status}[/]",
+            *cells(str(extra.get("label", r.scenario_id)), r.scenario_id, str(r.seed)),
+            Text(r.status, style=STATUS_STYLE[r.status]),
             _fmt(r.metrics.auc if r.metrics else None, ".4f"),
             _fmt(r.best_metrics.auc if r.best_metrics else None, ".4f"),
             _fmt(r.metrics.ne if r.metrics else None, ".4f"),

@@ -522,3 +522,21 @@ def test_threads_and_load_are_recorded(tmp_path):
     assert isinstance(data["env"]["load_avg"], float) and data["env"]["load_avg"] >= 0
     refused = invoke("run", path, "--results-dir", tmp_path / "r", "--threads", "0")
     assert refused.exit_code == EXIT_INVALID and "--threads" in refused.output
+
+
+def test_text_that_looks_like_rich_markup_is_printed_as_it_is(tmp_path):
+    """Paths, names and messages with ``[/...]`` (gloo's timeout messages hold such paths) reach the
+    terminal verbatim instead of crashing rich's markup parser."""
+    missing = invoke("validate", str(tmp_path / "no[/such].yaml"))
+    assert missing.exit_code == EXIT_INVALID and "no[/such].yaml" in missing.output
+    assert "Traceback" not in missing.output and "MarkupError" not in missing.output
+    raw = invoke("data", "prepare", "criteo-kaggle", "--raw", str(tmp_path / "[/x].tsv"), "--out",
+                 str(tmp_path / "c"))
+    assert raw.exit_code == EXIT_INVALID and "[/x].tsv" in raw.output
+    suite = tiny_suite(matrix={}, scenarios=[
+        {"name": "[/bold] odd [red]name"},
+        {"name": "bad-data", "dataset": {"name": "movielens-latest-small", "path": str(tmp_path / "[/criteo]")}}])
+    ran = invoke("run", write(tmp_path / "odd.yaml", suite), "--results-dir", tmp_path / "r")
+    assert ran.exit_code == EXIT_FAILED, ran.output
+    text = " ".join(ran.output.split())
+    assert "[/bold] odd [red]name" in text and "[/criteo]" in text and "MarkupError" not in text

@@ -1,14 +1,19 @@
 """Where result files live: ``DIR/<suite>/<scenario_id>/seed<k>.json`` (+ ``.mllog`` event log).
 
 Writes are atomic (temporary file, then rename). A result is never overwritten: an older
-file at the same path is moved to ``history/`` beside it, named by its start time.
+file at the same path is moved to ``history/`` beside it, named by its start time. Writers of the
+same scenario folder (two suites, two ``dlrs-bench run`` processes) take turns through a lock file
+in it, so none loses a result or trips over another's move.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +38,16 @@ class ResultStore:
         return ResultFile.model_validate_json(path.read_text(encoding="utf-8"))
 
     def finished(self, suite: str, scenario_id: str, seed: int) -> ResultFile | None:
-        """The stored result if that run finished (reached or not_reached), else None."""
+        """The stored result if that run finished (reached or not_reached) and the file is really the
+        result of (suite, scenario_id, seed) — not, say, another scenario's copied there — else None."""
         path = self.path(suite, scenario_id, seed)
-        if not path.exists():
+        if not path.is_file():
             return None
         try:
             result = self.load(path)
-        except ValueError:
+        except (ValueError, OSError):
+            return None
+        if (result.suite, result.scenario_id, result.seed) != (suite, scenario_id, seed):
             return None
         return result if result.status in FINISHED else None
 
@@ -48,23 +56,27 @@ class ResultStore:
         ResultFile.model_validate(result)
         path = self.path(result["suite"], result["scenario_id"], result["seed"])
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._archive(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(result, f, indent=2, allow_nan=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with _locked(path.parent):
+            self._archive(path)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump(result, f, indent=2, allow_nan=True)
+                    f.write("\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
         return path
 
     def archive_event_log(self, suite: str, scenario_id: str, seed: int) -> None:
         """Move an older event log aside before a new run of the same (scenario, seed) starts."""
-        self._archive(self.event_log_path(suite, scenario_id, seed))
+        path = self.event_log_path(suite, scenario_id, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(path.parent):
+            self._archive(path)
 
     @staticmethod
     def _archive(path: Path) -> None:
@@ -78,3 +90,14 @@ class ResultStore:
         while target.exists():
             target, n = history / f"{path.stem}-{stamp}-{n}{path.suffix}", n + 1
         os.replace(path, target)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Exclusive use of ``folder`` among processes (an flock on ``folder/.lock``)."""
+    with (folder / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -74,6 +74,7 @@ def run(
     if not is_main_process():  # under torchrun rank 0 alone reports
         console.quiet = err_console.quiet = True
     try:
+        _check_folder(results_dir, "--results-dir")
         loaded = load_suite(suite)
         jobs = plan(loaded, filter, device.value if device else None, threads)
     except UserInputError as e:
@@ -190,6 +191,7 @@ def report(
     from dlrs_bench.results.collect import load_results
 
     try:
+        _check_folder(out, "--out")
         path = write_report(load_results(results), out)
     except UserInputError as e:
         raise _invalid(e) from None
@@ -253,18 +255,34 @@ def fit(
 SEED003_TABLE = Path(__file__).resolve().parent.parent / "reference_results" / "seed003_table1_scaling_laws.yaml"
 
 
+def _check_folder(path: Path, flag: str) -> None:
+    """A folder to write into: it and every existing parent must be folders, not files."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise UserInputError(f"{flag} {path}: {folder} is a file, not a folder")
+            return
+
+
 def _resource(result, x: str) -> float:
     """samples consumed, total parameters, or training FLOPs (forward FLOPs/sample × samples)."""
-    if result.timing is None or result.model is None:
-        raise UserInputError(f"{result.suite}/{result.scenario_id}: no timing or model section")
-    samples = result.timing.samples
-    return {"samples": samples, "params": result.model.total_params,
-            "flops": result.model.flops_per_sample * samples}[x]
+    samples = result.timing.samples if result.timing else None
+    params = result.model.total_params if result.model else None
+    flops = result.model.flops_per_sample * samples if result.model and samples is not None else None
+    value = {"samples": samples, "params": params, "flops": flops}[x]
+    if value is None:
+        raise UserInputError(f"{result.suite}/{result.scenario_id} seed {result.seed}: the result has no {x} "
+                             "(timing.samples or the model section is missing)")
+    return value
 
 
 def _quality(result, y: str) -> float:
     best = result.best_metrics or result.metrics
-    return getattr(best, y)
+    value = getattr(best, y, None) if best is not None else None
+    if value is None:
+        raise UserInputError(f"{result.suite}/{result.scenario_id} seed {result.seed}: the result has no {y} "
+                             "(metrics missing)")
+    return value
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Prepare datasets into the binary cache.")

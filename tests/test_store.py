@@ -55,3 +55,27 @@ def test_resume_reruns_a_result_file_that_is_not_the_runs_own(tmp_path):
     assert store.finished("tiny", result["scenario_id"], 1) is None  # seed 0's result under seed 1
     (tmp_path / "r" / "tiny" / "0123456789" / "seed2.json").mkdir()  # not even a file
     assert store.finished("tiny", "0123456789", 2) is None
+
+
+def test_readers_and_writers_refuse_what_is_not_a_folder_or_a_result(tmp_path):
+    result = a_result(tmp_path)
+    folder = tmp_path / "r" / "tiny"
+    (folder / "odd" / "seed0.json").mkdir(parents=True)  # a folder with a result's name: skipped
+    listed = invoke("compare", str(tmp_path / "r"), "--baseline", str(tmp_path / "r"))
+    assert listed.exit_code == EXIT_OK, listed.output
+    binary = tmp_path / "seed9.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    refused = invoke("fit", str(binary), "--x", "samples", "--y", "ne")
+    assert refused.exit_code == 2 and "not a dlrs-bench result file" in refused.output
+    data = json.loads((folder / result["scenario_id"] / "seed0.json").read_text())
+    data["timing"]["samples"] = None
+    (tmp_path / "nulls").mkdir()
+    (tmp_path / "nulls" / "seed0.json").write_text(json.dumps(data))
+    nulls = invoke("fit", str(tmp_path / "nulls"), "--x", "samples", "--y", "ne")
+    assert nulls.exit_code == 2 and "has no samples" in nulls.output and "Traceback" not in nulls.output
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    suite = write(tmp_path / "t.yaml", tiny_suite())
+    for args in (["run", suite, "--results-dir", a_file / "sub"], ["report", str(tmp_path / "r"), "--out", a_file]):
+        out = invoke(*args)
+        assert out.exit_code == 2 and f"{a_file} is a file, not a folder" in " ".join(out.output.split()), out.output

@@ -16,7 +16,7 @@ def result_paths(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(p for p in sorted(path.rglob("seed*.json")) if "history" not in p.parts)
+            found.extend(p for p in sorted(path.rglob("seed*.json")) if "history" not in p.parts and p.is_file())
         elif path.is_file():
             found.append(path)
         else:
@@ -32,7 +32,9 @@ def load_results(paths: list[Path]) -> list[ResultFile]:
     for path in result_paths(paths):
         try:
             results.append(ResultFile.model_validate_json(path.read_text(encoding="utf-8")))
-        except (ValidationError, ValueError) as e:
+        except OSError as e:
+            raise UserInputError(f"{path}: cannot read: {e.strerror}") from None
+        except (ValidationError, ValueError) as e:  # UnicodeDecodeError (a binary file) is a ValueError
             first = e.errors()[0] if isinstance(e, ValidationError) else {"loc": (), "msg": str(e)}
             field = ".".join(map(str, first["loc"])) or "(file)"
             raise UserInputError(f"{path}: not a dlrs-bench result file ({field}: {first['msg']})") from None

@@ -501,3 +501,43 @@ def test_bundled_quickstart_suite_is_valid():
     assert [s.spec.compressor.kind for s in loaded.scenarios] == ["none", "hashing", "hashing", "hashing"]
     assert [getattr(s.spec.compressor, "ratio", None) for s in loaded.scenarios] == [None, 2, 4, 16]
     assert len({s.scenario_id for s in loaded.scenarios}) == 4
+
+
+# ---------------------------------------------------------------- the YAML loader's limits
+
+
+BOMB = """name: bomb
+a: &a [x, x, x, x, x, x, x, x, x, x]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]
+"""
+
+
+@pytest.mark.parametrize("content,message", [
+    (BOMB, "expands to more than 100,000 values"),
+    ("name: x\nseeds: &s [*s]\n", "nested deeper than 64 levels"),
+    ("name: x\ndefaults: " + "[" * 600 + "]" * 600 + "\n", "nested"),
+    ("name: x\ndescription: \"a\x07b\"\n", "YAML error"),
+    (b"name: caf\xe9\n", "not UTF-8 text"),
+    ("name: x\nmatrix:\n" + "".join(f"  seeds.{i}: [1, 2, 3, 4, 5, 6]\n" for i in range(8)),
+     "expands to 1,679,616 scenarios"),
+])
+def test_the_yaml_loader_refuses_bombs_cycles_and_bad_text_quickly(tmp_path, content, message):
+    import resource
+    import time
+
+    from dlrs_bench.config.expand import load_suite
+
+    path = tmp_path / "s.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with pytest.raises(UserInputError, match=message):
+        load_suite(path)
+    assert time.perf_counter() - start < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: no blow-up

@@ -13,6 +13,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from pydantic import ValidationError
 from dlrs_bench.config.schema import PLUGIN_BLOCKS, Loc, Scenario, SuiteFile, _message, validate_scenario
 from dlrs_bench.config.yaml_lines import line_of, load_yaml
 from dlrs_bench.errors import UserInputError
+
+#: Scenarios one suite may expand to (a matrix is a product: a few long axes grow fast).
+MAX_SCENARIOS = 10_000
 
 #: Resolved-scenario path → path in the YAML document it came from.
 Origins = dict[Loc, Loc]
@@ -76,6 +80,10 @@ def load_suite(path: str | Path) -> Suite:
         errs = [f"{path}:{where(tuple(x['loc']))}: {_dotted(tuple(x['loc']))}: {_message(x)}" for x in e.errors()]
         raise UserInputError(errs[0], errs) from None
 
+    runs = math.prod(len(v) for v in suite.matrix.values()) * bool(suite.matrix) + len(suite.scenarios)
+    if runs > MAX_SCENARIOS:
+        raise UserInputError(f"{path}:{where(('matrix',) if suite.matrix else ())}: the suite expands to {runs:,} "
+                             f"scenarios; at most {MAX_SCENARIOS:,} (split it into several suites)")
     candidates = list(_expand(suite))
     errors: list[str] = []
     resolved: list[ResolvedScenario] = []

@@ -541,3 +541,30 @@ def test_the_yaml_loader_refuses_bombs_cycles_and_bad_text_quickly(tmp_path, con
         load_suite(path)
     assert time.perf_counter() - start < 5
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: no blow-up
+
+
+def test_every_mistake_of_a_file_at_once_with_did_you_mean(tmp_path):
+    from dlrs_bench.config.expand import load_suite
+
+    path = tmp_path / "typo.yaml"
+    path.write_text("name: typo\n"
+                    "defaults:\n"
+                    "  dataset: {name: synthetic, rows: 3000, cardinalites: [10, 10]}\n"
+                    "  model: {name: dlrm, embeding_dim: 8}\n"
+                    "  train: {batchsize: 64, lr: -1}\n"
+                    "  target: {value: 0.6}\n"
+                    "  compresor: {kind: none}\n")
+    with pytest.raises(UserInputError) as info:
+        load_suite(path)
+    lines = info.value.lines
+    assert len(lines) == 5, lines
+    assert f"{path}:3: defaults.dataset.cardinalites: unknown key; did you mean 'cardinalities'" in lines[0]
+    assert f"{path}:4: defaults.model.embeding_dim: unknown key; did you mean 'embedding_dim'?" in lines
+    assert any(line.startswith(f"{path}:5: defaults.train.batchsize: unknown key; did you mean 'batch_size'")
+               for line in lines)
+    assert any(line.startswith(f"{path}:5: defaults.train.lr: Input should be greater than 0") for line in lines)
+    assert f"{path}:7: defaults.compresor: unknown key; did you mean 'compressor'?" in lines
+    suite_level = tmp_path / "top.yaml"
+    suite_level.write_text("name: x\nmatrixx: {}\n")
+    with pytest.raises(UserInputError, match="matrixx: unknown key; did you mean 'matrix'"):
+        load_suite(suite_level)

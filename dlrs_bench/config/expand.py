@@ -77,7 +77,8 @@ def load_suite(path: str | Path) -> Suite:
     try:
         suite = SuiteFile.model_validate(data)
     except ValidationError as e:
-        errs = [f"{path}:{where(tuple(x['loc']))}: {_dotted(tuple(x['loc']))}: {_message(x)}" for x in e.errors()]
+        errs = [f"{path}:{where(tuple(x['loc']))}: {_dotted(tuple(x['loc']))}: {_message(x, SuiteFile)}"
+                for x in e.errors()]
         raise UserInputError(errs[0], errs) from None
 
     runs = math.prod(len(v) for v in suite.matrix.values()) * bool(suite.matrix) + len(suite.scenarios)

@@ -7,6 +7,8 @@ and validated by that plugin's own options model (see :func:`validate_scenario`)
 
 from __future__ import annotations
 
+import difflib
+import typing
 from typing import Any, Literal
 
 from pydantic import (
@@ -264,13 +266,16 @@ def validate_scenario(raw: dict[str, Any]) -> tuple[Scenario | None, list[tuple[
         try:
             values[block] = plugin.Options.model_validate(options)
         except ValidationError as e:
-            errors.extend(((block, *err["loc"]), _message(err)) for err in e.errors())
-    if errors:
-        return None, errors
+            errors.extend(((block, *err["loc"]), _message(err, plugin.Options)) for err in e.errors())
+    failed = {loc[0] for loc, _ in errors}  # plugin blocks already reported: their raw dicts fail again below
     try:
         scenario = Scenario.model_validate(values)
-    except ValidationError as e:
-        return None, [(tuple(err["loc"]), _message(err)) for err in e.errors()]
+    except ValidationError as e:  # every other problem of the scenario too, in the same pass
+        errors.extend((tuple(err["loc"]), _message(err, Scenario)) for err in e.errors()
+                      if not err["loc"] or err["loc"][0] not in failed)
+        return None, errors
+    if errors:
+        return None, errors
     try:
         scenario.compressor.check_dim(scenario.model.dim)
     except ValueError as e:
@@ -278,10 +283,25 @@ def validate_scenario(raw: dict[str, Any]) -> tuple[Scenario | None, list[tuple[
     return scenario, []
 
 
-def _message(err: Any) -> str:
-    """A pydantic error as one readable phrase, with the offending input where useful."""
+def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model nested at ``loc`` inside ``model`` accepts ([] where that is not a model)."""
+    for key in loc:
+        field = model.model_fields.get(str(key))
+        nested = [t for t in (field.annotation, *typing.get_args(field.annotation)) if isinstance(t, type)
+                  and issubclass(t, BaseModel)] if field else []
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def _message(err: Any, model: type[BaseModel] | None = None) -> str:
+    """A pydantic error as one readable phrase, with the offending input where useful; an unknown
+    key of ``model`` (or of a model nested in it) gets the closest known keys as a hint."""
     if err["type"] == "extra_forbidden":
-        return "unknown key"
+        known = _keys_at(model, tuple(err["loc"][:-1])) if model else []
+        close = difflib.get_close_matches(str(err["loc"][-1]), known, n=2, cutoff=0.6)
+        return "unknown key" + (f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "")
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] not in ("missing",) and "input" in err and not isinstance(err["input"], dict):
         msg += f" (got {err['input']!r})"

@@ -1,6 +1,6 @@
 """The ``dlrs-bench`` command line.
 
-Exit codes: 0 success · 1 a scenario failed · 2 invalid input (one readable line per problem).
+Exit codes: 0 success · 1 a scenario failed or diverged · 2 invalid input (one readable line per problem).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def run(
         say(err_console, ("error:", "red"), f" {e}")
         raise typer.Exit(EXIT_FAILED) from None
     console.print(summary_table(results, f"{loaded.name} ({results_dir / loaded.name})"))
-    if any(r.status == "failed" for r in results):
+    if any(r.status in ("failed", "diverged") for r in results):
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -226,7 +226,7 @@ def fit(
     from dlrs_bench.results.collect import load_results
 
     try:
-        finished = [r for r in load_results(results) if r.status != "failed"]
+        finished = [r for r in load_results(results) if r.status in ("reached", "not_reached")]
         points = [(_resource(r, x.value), _quality(r, y.value)) for r in finished]
         result = fit_power_law([p[0] for p in points], [p[1] for p in points])
         checks = compare_with_seed003(result, x.value, load_reference(SEED003_TABLE)) if seed003 else []

@@ -16,7 +16,7 @@ from rich.text import Text
 from dlrs_bench.config.expand import ResolvedScenario
 from dlrs_bench.results.schema import ResultFile
 
-STATUS_STYLE = {"reached": "green", "not_reached": "yellow", "failed": "red"}
+STATUS_STYLE = {"reached": "green", "not_reached": "yellow", "diverged": "magenta", "failed": "red"}
 
 
 def say(console: Console, *parts: str | tuple[str, str]) -> None:

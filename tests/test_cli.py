@@ -540,3 +540,27 @@ def test_text_that_looks_like_rich_markup_is_printed_as_it_is(tmp_path):
     assert ran.exit_code == EXIT_FAILED, ran.output
     text = " ".join(ran.output.split())
     assert "[/bold] odd [red]name" in text and "[/criteo]" in text and "MarkupError" not in text
+
+
+def test_a_run_that_diverges_is_diverged_not_reached_and_its_file_is_strict_json(tmp_path):
+    suite = tiny_suite(matrix={"compressor": [{"kind": "none"}]})
+    suite["defaults"]["train"].update(optimizer="sgd", lr=1e30)
+    suite["defaults"]["target"]["value"] = 0.51  # NaN predictions must never count as reaching it
+    path = write(tmp_path / "nan.yaml", suite)
+    result = invoke("run", path, "--results-dir", tmp_path / "r")
+    assert result.exit_code == EXIT_FAILED, result.output
+    assert "diverged" in result.output
+    (file,) = (tmp_path / "r" / "tiny").glob("*/seed0.json")
+
+    def no_nan(token: str) -> None:
+        raise AssertionError(f"{token} in a result file")
+
+    data = json.loads(file.read_text(), parse_constant=no_nan)
+    assert data["status"] == "diverged" and data["target"]["reached"] is False
+    assert data["diverged"]["cause"] in ("non-finite training loss", "non-finite predictions")
+    assert 1 <= data["diverged"]["step"] <= data["timing"]["steps"]
+    assert data["error"] is None
+    compared = invoke("compare", str(tmp_path / "r"), "--baseline", str(tmp_path / "r"))
+    assert compared.exit_code == EXIT_FAILED and "diverged at step" in compared.output
+    resumed = invoke("run", path, "--results-dir", tmp_path / "r", "--resume")
+    assert "kept from an earlier run" in resumed.output  # a diverged run ended on its own: --resume keeps it

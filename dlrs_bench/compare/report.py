@@ -27,7 +27,7 @@ from dlrs_bench.results.schema import ResultFile  # noqa: E402
 
 
 def _finished(results: list[ResultFile]) -> list[ResultFile]:
-    return [r for r in results if r.status != "failed" and r.best_metrics and r.embedding]
+    return [r for r in results if r.status in ("reached", "not_reached") and r.best_metrics and r.embedding]
 
 
 def _by_method(results: list[ResultFile]) -> dict[str, list[tuple[float, ResultFile]]]:
@@ -163,7 +163,7 @@ def write_report(results: list[ResultFile], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     finished = _finished(results)
     sections = [f"# dlrs-bench report\n\n{len(results)} result(s), {len(finished)} finished "
-                f"({len(results) - len(finished)} failed).\n"]
+                f"({len(results) - len(finished)} failed or diverged).\n"]
     figures = [
         (plot_ratio(finished, out, "auc_vs_ratio.png", lambda r: r.best_metrics.auc, "best AUC"),
          "Best AUC against compression ratio, per method (mean over seeds)."),

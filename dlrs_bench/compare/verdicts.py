@@ -90,18 +90,29 @@ def compare_with_baseline(current: list[ResultFile], baseline: list[ResultFile],
     return out
 
 
+#: Statuses whose metrics cannot be judged: the run raised, or it diverged (non-finite loss or predictions).
+UNUSABLE = ("failed", "diverged")
+
+
+def _why(run: ResultFile) -> str:
+    """``<seed>: <error type>`` of a failed run, ``<seed>: diverged at step N`` of a diverged one."""
+    if run.status == "diverged":
+        step = (run.model_extra or {}).get("diverged", {}).get("step")
+        return f"{run.seed}: diverged at step {step}"
+    return f"{run.seed}: {run.error.type if run.error else 'failed'}"
+
+
 def _judge(key: tuple[str, str], label: str, metric: str, runs: list[ResultFile], base: list[ResultFile],
            times: dict[str, float], tolerance: float) -> Comparison:
     def verdict(v: str, reason: str, cur=None, ref=None, delta=None, p=None) -> Comparison:
         return Comparison(key[0], key[1], label, metric, v, cur, ref, delta, p, reason, times)
 
-    if any(r.status == "failed" for r in runs):
-        failed = next(r for r in runs if r.status == "failed")
-        return verdict("FAILED", f"seed {failed.seed}: {failed.error.type if failed.error else 'failed'}")
+    if any(r.status in UNUSABLE for r in runs):
+        return verdict("FAILED", f"seed {_why(next(r for r in runs if r.status in UNUSABLE))}")
     if not base:
         return verdict("NOT_COMPARABLE", "no baseline result for this scenario id")
-    if any(r.status == "failed" for r in base):
-        return verdict("NOT_COMPARABLE", "the baseline run failed")
+    if any(r.status in UNUSABLE for r in base):
+        return verdict("NOT_COMPARABLE", f"the baseline run {next(r.status for r in base if r.status in UNUSABLE)}")
     cur_values = [quality(r, metric) for r in runs]
     base_values = [quality(r, metric) for r in base]
     if None in cur_values or None in base_values:
@@ -185,8 +196,8 @@ def _judge_reference(key: tuple[str, str], label: str, runs: list[ResultFile], t
     def verdict(v: str, reason: str, cur=None, delta=None, p=None) -> Comparison:
         return Comparison(key[0], key[1], label, row.metric, v, cur, None, delta, p, f"{where}: {reason}", {})
 
-    if any(r.status == "failed" for r in runs):
-        return verdict("FAILED", "a run failed")
+    if any(r.status in UNUSABLE for r in runs):
+        return verdict("FAILED", f"seed {_why(next(r for r in runs if r.status in UNUSABLE))}")
     values = [quality(r, row.metric) for r in runs]
     if None in values:
         return verdict("NOT_COMPARABLE", f"{row.metric} missing")

@@ -151,7 +151,7 @@ def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: Progres
             return result
     timing = {**outcome.timing, "data_time_s": data_time, "wall_time_s": time.perf_counter() - started}
     result.update(
-        status="reached" if outcome.target["reached"] else "not_reached",
+        status="diverged" if outcome.diverged else "reached" if outcome.target["reached"] else "not_reached",
         metrics=outcome.metrics,
         best_metrics=outcome.best_metrics,
         target=outcome.target,
@@ -163,6 +163,8 @@ def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: Progres
     )
     if outcome.distributed is not None:
         result["distributed"] = outcome.distributed
+    if outcome.diverged is not None:
+        result["diverged"] = outcome.diverged
     return result
 
 

@@ -65,6 +65,7 @@ class TrainOutcome:
     model: dict[str, Any]
     eval_curve: list[dict[str, Any]] = field(default_factory=list)
     distributed: dict[str, Any] | None = None
+    diverged: dict[str, Any] | None = None  # {"step", "cause"}: stopped at a non-finite loss or prediction
 
 
 def seed_everything(seed: int) -> None:
@@ -229,8 +230,11 @@ def evaluate(model: nn.Module, split: CTRSplit, keys: list[str], batch_size: int
     return all_metrics(logits, torch.from_numpy(split.labels()), train_ctr)
 
 
-def best_evaluation(curve: list[dict[str, Any]], target: TargetSpec) -> dict[str, Any]:
-    """The evaluation with the best target metric (the first of equals), with its epoch."""
+def best_evaluation(curve: list[dict[str, Any]], target: TargetSpec) -> dict[str, Any] | None:
+    """The evaluation with the best target metric (the first of equals), with its epoch; None
+    without evaluations (a run that diverged before its first)."""
+    if not curve:
+        return None
     sign = 1 if target.higher_is_better else -1
     best = max(curve, key=lambda point: sign * point[target.metric])
     return {k: best[k] for k in ("auc", "logloss", "ne", "epoch", "samples")}
@@ -276,17 +280,30 @@ def train(
         step = samples = epoch = 0
         loss_sum = torch.zeros((), device=device)
         loss_steps = 0
+        first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # first step with a non-finite loss
+        diverged: dict[str, Any] | None = None
         stop = False
         log.start("run_start")
         run_start = time.perf_counter()
 
-        def run_eval() -> dict[str, float]:
-            nonlocal eval_time, loss_sum, loss_steps, reached_at
+        def run_eval() -> dict[str, float] | None:
+            """Evaluate, unless training diverged (then record it and return None)."""
+            nonlocal eval_time, loss_sum, loss_steps, reached_at, diverged
+            bad = int(first_bad)  # the one host sync of the check, at evaluation time
+            if all_ranks_agree(bad >= 0, device) if ranks.distributed else bad >= 0:
+                diverged = {"step": bad if bad >= 0 else step, "cause": "non-finite training loss"}
+                log.event("diverged", diverged["cause"], step=diverged["step"])
+                return None
             t0 = time.perf_counter()
             epoch_num = samples / len(train_split)
             log.start("eval_start", epoch_num=epoch_num)
             metrics = evaluate(pipeline.eval_model(), eval_split, keys, eval_batch, device, train_ctr, ranks,
                                cfg.precision)
+            if not math.isfinite(metrics["logloss"]):  # finite logits give a finite LogLoss
+                eval_time += time.perf_counter() - t0
+                diverged = {"step": step, "cause": "non-finite predictions"}
+                log.event("diverged", diverged["cause"], step=step)
+                return None
             train_loss = loss_sum / max(loss_steps, 1)
             if ranks.distributed:
                 torch.distributed.all_reduce(train_loss)
@@ -318,15 +335,17 @@ def train(
                 loss_steps += 1
                 step += 1
                 samples += rows
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)  # no sync
                 evaluated = step % eval_interval == 0 or step == max_steps
                 if evaluated:
-                    last = run_eval()
+                    last = run_eval() or last
                 over_time = cfg.max_time_s is not None and time.perf_counter() - run_start >= cfg.max_time_s
                 if ranks.distributed and cfg.max_time_s is not None:  # ranks' clocks differ: stop together
                     over_time = all_ranks_agree(over_time, device)
-                stop = (reached_at is not None and cfg.stop_at_target) or step >= max_steps or over_time
+                stop = ((reached_at is not None and cfg.stop_at_target) or step >= max_steps or over_time
+                        or diverged is not None)
                 if over_time and not evaluated:
-                    last = run_eval()
+                    last = run_eval() or last
                 if progress:
                     progress(step, max_steps, last)
                 if stop:
@@ -363,4 +382,5 @@ def train(
         model=prepared.counts,
         eval_curve=curve,
         distributed=distributed,
+        diverged=diverged,
     )

@@ -128,7 +128,7 @@ class ResultFile(_Section):
     scenario_id: str
     scenario: dict[str, Any]
     seed: int
-    status: Literal["reached", "not_reached", "failed"]
+    status: Literal["reached", "not_reached", "diverged", "failed"]
     error: ErrorInfo | None
     metrics: Metrics | None
     best_metrics: BestMetrics | None = None  # the evaluation with the best target metric

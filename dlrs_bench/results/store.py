@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,7 +20,8 @@ from typing import Any
 
 from dlrs_bench.results.schema import ResultFile
 
-FINISHED = ("reached", "not_reached")
+#: Statuses of runs that ended on their own (``--resume`` keeps them; it runs ``failed`` ones again).
+FINISHED = ("reached", "not_reached", "diverged")
 
 
 class ResultStore:
@@ -38,7 +40,7 @@ class ResultStore:
         return ResultFile.model_validate_json(path.read_text(encoding="utf-8"))
 
     def finished(self, suite: str, scenario_id: str, seed: int) -> ResultFile | None:
-        """The stored result if that run finished (reached or not_reached) and the file is really the
+        """The stored result if that run finished (reached, not_reached, diverged) and the file is really the
         result of (suite, scenario_id, seed) — not, say, another scenario's copied there — else None."""
         path = self.path(suite, scenario_id, seed)
         if not path.is_file():
@@ -52,7 +54,9 @@ class ResultStore:
         return result if result.status in FINISHED else None
 
     def write(self, result: dict[str, Any]) -> Path:
-        """Validate ``result`` against the schema and write it atomically; returns its path."""
+        """Validate ``result`` against the schema and write it atomically as strict JSON (a NaN or
+        infinite number, e.g. the AUC of a one-class split, becomes null); returns its path."""
+        result = _finite(result)
         ResultFile.model_validate(result)
         path = self.path(result["suite"], result["scenario_id"], result["seed"])
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +65,7 @@ class ResultStore:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump(result, f, indent=2, allow_nan=True)
+                    json.dump(result, f, indent=2, allow_nan=False)
                     f.write("\n")
                     f.flush()
                     os.fsync(f.fileno())
@@ -90,6 +94,17 @@ class ResultStore:
         while target.exists():
             target, n = history / f"{path.stem}-{stamp}-{n}{path.suffix}", n + 1
         os.replace(path, target)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 @contextmanager

@@ -568,3 +568,27 @@ def test_every_mistake_of_a_file_at_once_with_did_you_mean(tmp_path):
     suite_level.write_text("name: x\nmatrixx: {}\n")
     with pytest.raises(UserInputError, match="matrixx: unknown key; did you mean 'matrix'"):
         load_suite(suite_level)
+
+
+def test_values_that_could_only_fail_or_loop_at_run_time_are_refused_by_validate(tmp_path):
+    from dlrs_bench.config.expand import load_suite
+
+    path = tmp_path / "inf.yaml"
+    path.write_text("name: " + "n" * 101 + "\n"
+                    "defaults:\n"
+                    "  dataset: {name: synthetic, rows: 3000, seed: 100000000000000000000000}\n"
+                    "  model: {name: dlrm}\n"
+                    "  train: {max_epochs: .inf, lr: .inf}\n"
+                    "  target: {value: .nan}\n"
+                    "  compressor: {kind: hashing, ratio: .inf}\n"
+                    "  seeds: [-1]\n")
+    with pytest.raises(UserInputError, match="name: String should have at most 100 characters"):
+        load_suite(path)
+    path.write_text(path.read_text().replace("n" * 101, "inf"))
+    with pytest.raises(UserInputError) as info:
+        load_suite(path)
+    text = "\n".join(info.value.lines)
+    for field in ("train.max_epochs", "train.lr", "target.value", "compressor.ratio"):
+        assert f"defaults.{field}: Input should be a finite number" in text
+    assert "defaults.dataset.seed: Input should be less than 9223372036854775808" in text
+    assert "defaults.seeds[0]: Input should be greater than or equal to 0" in text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import typing
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,9 +25,14 @@ from pydantic import (
 
 
 class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors, instances are immutable."""
+    """Base of every config model: unknown keys are errors, numbers are finite (``.inf`` and
+    ``.nan`` would only fail, or loop, once a run starts), instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+#: A seed: torch and numpy take non-negative 64-bit seeds.
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
 
 
 #: Training-order protocols of a dataset (see dlrs_bench.data.order).
@@ -48,7 +53,7 @@ class DatasetOptions(StrictModel):
     name: str
     num_samples: PositiveInt | None = Field(None, description="train rows to keep (nested subsets)")
     fraction: float | None = Field(None, gt=0, le=1, description="fraction of the train rows to keep")
-    subset_seed: int = 0
+    subset_seed: Seed = 0
     shuffle: Shuffle = Field(
         "auto", description="training order: permutation (a random permutation every epoch), blocks (random "
         "blocks, rows shuffled within a window; bounded memory), none (in order: for a cache shuffled when "
@@ -187,7 +192,7 @@ class Scenario(StrictModel):
     target: TargetSpec
     gpus: NonNegativeInt = Field(0, description="0 = CPU; N = N CUDA devices")
     processes: PositiveInt = Field(1, description="CPU only: N gloo ranks")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     distributed: DistributedSpec = DistributedSpec()
 
     @model_validator(mode="after")
@@ -220,7 +225,7 @@ class Scenario(StrictModel):
 class SuiteFile(StrictModel):
     """The top level of a suite YAML file."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)  # a folder name of results
     description: str = ""
     defaults: dict[str, Any] = Field(default_factory=dict)
     matrix: dict[str, list[Any]] = Field(default_factory=dict)

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from dlrs_bench.config.schema import READ_FIELDS, DatasetOptions
+from dlrs_bench.config.schema import READ_FIELDS, DatasetOptions, Seed
 from dlrs_bench.data.base import CTRDataset, dataset_from_cache
 from dlrs_bench.data.cache import CacheWriter, Manifest, describe_inputs, now
 from dlrs_bench.data.local_cache import first_use_cache
@@ -37,7 +37,7 @@ class MovieLensOptions(DatasetOptions):
     path: str | None = Field(None, description="folder with ratings.csv and movies.csv; default: the bundled copy")
     split: Literal["random", "temporal"] = "random"
     split_fractions: SplitFractions = (0.8, 0.1, 0.1)
-    split_seed: int = 0
+    split_seed: Seed = 0
     label_threshold: float = Field(4.0, gt=0.5, le=5.0)
 
 

@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from dlrs_bench.config.schema import DatasetOptions
+from dlrs_bench.config.schema import DatasetOptions, Seed
 from dlrs_bench.data.base import CTRDataset, dataset_from_cache
 from dlrs_bench.data.cache import Manifest, open_cache
 from dlrs_bench.data.criteo import MLPERF_MULTI_HOT
@@ -34,7 +34,7 @@ SplitProtocol = Literal["dlrm-7day", "last-day", "random", "temporal"]
 class PreparedOptions(DatasetOptions):
     path: str = Field(description="folder written by `dlrs-bench data prepare`")
     split_fractions: SplitFractions = (0.8, 0.1, 0.1)
-    split_seed: int = 2018
+    split_seed: Seed = 2018
     multi_hot_sizes: list[PositiveInt] | Literal["mlperf"] | None = Field(
         None, description="MLPerf-style multi-hot synthesis: ids per bag per table ('mlperf' = DLRM-DCNv2 sizes)"
     )

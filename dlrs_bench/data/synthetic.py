@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, model_validator
 
-from dlrs_bench.config.schema import READ_FIELDS, DatasetOptions
+from dlrs_bench.config.schema import READ_FIELDS, DatasetOptions, Seed
 from dlrs_bench.data.ahead import in_order
 from dlrs_bench.data.base import CTRDataset, dataset_from_cache
 from dlrs_bench.data.cache import CacheWriter, Manifest, ShuffleRecord, now, open_cache
@@ -79,7 +79,7 @@ class SyntheticOptions(DatasetOptions):
     signal: float = Field(1.5, gt=0, description="std of the teacher logit before the bias")
     base_ctr: float = Field(0.25, gt=0, lt=1)
     split_fractions: SplitFractions = (0.8, 0.1, 0.1)
-    seed: int = Field(0, description="data seed (rows and teacher), independent of training seeds")
+    seed: Seed = Field(0, description="data seed (rows and teacher), independent of training seeds")
 
     def table_sizes(self) -> list[int]:
         """Rows per table after the preset and ``cardinality_scale``."""

@@ -76,16 +76,6 @@ class Jagged:
     values: torch.Tensor  # int64 [total ids]
     offsets: torch.Tensor  # int64 [N + 1]
 
-    def take(self, rows: torch.Tensor) -> Jagged:
-        """The rows ``rows`` (int64 indexes) as a new jagged list."""
-        starts = self.offsets[rows]
-        lengths = self.offsets[rows + 1] - starts
-        new_offsets = torch.zeros(len(rows) + 1, dtype=torch.int64)
-        torch.cumsum(lengths, 0, out=new_offsets[1:])
-        shift = torch.repeat_interleave(starts - new_offsets[:-1], lengths)
-        positions = torch.arange(int(new_offsets[-1]), dtype=torch.int64) + shift
-        return Jagged(self.values[positions], new_offsets)
-
 
 @dataclass
 class SplitArrays:
@@ -157,12 +147,11 @@ class CTRSplit:
             self._lengths[count] = torch.ones(count, dtype=torch.int32)
         return self._lengths[count]
 
-    def to_memory(self, positions: Rows | None = None) -> SplitArrays:
-        """The rows at ``positions`` (default: all) in memory, as tensors."""
+    def to_memory(self) -> SplitArrays:
+        """The whole split in memory, as tensors."""
         from dlrs_bench.data.batching import make_batch
 
-        batch = make_batch(self, slice(0, len(self)) if positions is None else positions,
-                           [f.name for f in self.layout])
+        batch = make_batch(self, slice(0, len(self)), [f.name for f in self.layout])
         kjt = batch.sparse_features
         sparse = {}
         for key, jt in kjt.to_dict().items():

@@ -313,16 +313,22 @@ class Cache:
         """
         bags = {}
         for f, (offsets, values) in self.bags.items():
-            starts = offsets[rows]
-            lengths = offsets[rows + 1] - starts
-            ends = np.cumsum(lengths)
-            positions = np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - lengths), lengths)
+            positions, lengths = bag_positions(offsets, rows)
             bags[f] = (lengths, _take(values, positions))
         out = RawRows(*(_take(a, rows) for a in (self.labels, self.dense, self.sparse)), bags)
         for m in self._maps.values():
             if isinstance(m, np.memmap) and m._mmap is not None:
                 m._mmap.madvise(mmap.MADV_DONTNEED)
         return out
+
+
+def bag_positions(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For variable-length bags stored as ``values[offsets[i]:offsets[i + 1]]``: the positions in
+    ``values`` of the bags of ``rows``, concatenated (int64), and their lengths ``[len(rows)]``."""
+    starts = offsets[rows]
+    lengths = offsets[rows + 1] - starts
+    ends = np.cumsum(lengths)
+    return np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - lengths), lengths), lengths
 
 
 def _take(array: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from dlrs_bench.config.schema import READ_FIELDS, DatasetOptions, Seed
 from dlrs_bench.data.base import CTRDataset, dataset_from_cache
-from dlrs_bench.data.cache import CacheWriter, Manifest, describe_inputs, now
+from dlrs_bench.data.cache import CacheWriter, Manifest, bag_positions, describe_inputs, now
 from dlrs_bench.data.local_cache import first_use_cache
 from dlrs_bench.data.rows import RowSet
 from dlrs_bench.data.splits import SplitFractions, split_rows
@@ -113,11 +113,7 @@ def _write_cache(options: MovieLensOptions, folder: Path, out: Path) -> None:
     with CacheWriter(out, dense.shape[1], 3, jagged=("genres",)) as writer:
         for name in ("train", "val", "test"):
             r = rows[name]
-            m = movie_row[r]
-            starts = genre_offsets[m]
-            lengths = genre_lengths[m]
-            ends = np.cumsum(lengths)
-            positions = np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(starts - (ends - lengths), lengths)
+            positions, lengths = bag_positions(genre_offsets, movie_row[r])
             writer.append(labels[r], dense[r], sparse[r], {"genres": (lengths, genre_flat[positions])})
             bounds[name] = (at, at + len(r))
             at += len(r)

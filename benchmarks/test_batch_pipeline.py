@@ -25,8 +25,8 @@ import pytest
 
 from dlrs_bench.data.base import build_dataset, dataset_from_cache
 from dlrs_bench.data.batching import iter_batches
-from dlrs_bench.data.criteo import MLPERF_MULTI_HOT
 from dlrs_bench.data.rows import RowSet
+from dlrs_bench.data.shapes import MLPERF_MULTI_HOT
 
 from .conftest import BATCH
 

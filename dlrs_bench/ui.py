@@ -5,7 +5,7 @@ one way text reaches the terminal: :func:`say` and :func:`cells` build rich ``Te
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -13,8 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from dlrs_bench.config.expand import ResolvedScenario
-from dlrs_bench.results.schema import ResultFile
+if TYPE_CHECKING:
+    from dlrs_bench.config.expand import ResolvedScenario
+    from dlrs_bench.results.schema import ResultFile
 
 STATUS_STYLE = {"reached": "green", "not_reached": "yellow", "diverged": "magenta", "failed": "red"}
 

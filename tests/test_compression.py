@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from dlrs_bench.data.base import SparseFeature
 
 CPU = torch.device("cpu")
 DIM = 4
-FEATURES = [SparseFeature("a", 100), SparseFeature("b", 37), SparseFeature("c", 5)]
+FEATURES = [SparseFeature("a", 100), SparseFeature("b", 37), SparseFeature("c", 8)]
 
 
 def build(options, features=FEATURES, dim=DIM, seed=0):
@@ -66,7 +67,7 @@ def test_full_accounting_is_exact():
     ]
 
 
-@pytest.mark.parametrize("ratio, threshold", [(4, 10), (4, 0), (3.5, 40), (2, 1000)])
+@pytest.mark.parametrize("ratio, threshold", [(4, 10), (5, 0), (3.5, 40), (2, 1000)])
 def test_hashing_accounting_is_exact(ratio, threshold):
     module = build(HashingOptions(ratio=ratio, threshold=threshold))
     acc = account(module, requested_ratio=ratio)
@@ -89,20 +90,30 @@ def test_hashing_accounting_is_exact(ratio, threshold):
         assert table.detail["buckets"] == r
 
 
+@pytest.mark.parametrize("ratio, table, reached", [(16, "c (8 rows)", "8x"), (100_000, "a (100 rows)", "100x")])
+def test_hashing_refuses_a_ratio_a_table_cannot_reach(ratio, table, reached):
+    """ceil(n / ratio) rows: an 8-row table at ratio 16 would silently get 8x, every table at ratio 1e5 one
+    row; both are errors naming the table and what it can do (``threshold`` leaves small tables full)."""
+    message = rf"hashing on table {re.escape(table)}: cannot reach ratio {ratio}.*{reached}"
+    with pytest.raises(ValueError, match=message):
+        build(HashingOptions(ratio=ratio))
+    assert HashingOptions(ratio=16, threshold=8).plan([(f.name, f.cardinality) for f in FEATURES], DIM) == [7, 3, None]
+
+
 def test_hashing_accounting_known_numbers():
-    # a: ceil(100/4)=25 rows, b: ceil(37/4)=10 rows, c: 5 <= threshold 10 -> full
+    # a: ceil(100/4)=25 rows, b: ceil(37/4)=10 rows, c: 8 <= threshold 10 -> full
     acc = account(build(HashingOptions(ratio=4, threshold=10)), 4)
-    assert acc.params == (25 + 10 + 5) * DIM == 160
-    assert acc.uncompressed_params == 142 * DIM == 568
-    assert acc.compression_ratio == 568 / 160
+    assert acc.params == (25 + 10 + 8) * DIM == 172
+    assert acc.uncompressed_params == 145 * DIM == 580
+    assert acc.compression_ratio == 580 / 172
     as_json = acc.to_json()
     assert [t["ratio"] for t in as_json["per_table"]] == [4.0, 3.7, 1.0]
     assert as_json["per_table"][2]["compressed"] is False
-    assert as_json["compression_ratio"] == 3.55
+    assert round(as_json["compression_ratio"], 4) == 3.3721
 
 
 def test_universal_hash_coefficients_are_buffers_not_parameters():
-    module = build(HashingOptions(ratio=4, hash="universal"))
+    module = build(HashingOptions(ratio=5, hash="universal"))
     names = {n for n, _ in module.named_parameters()}
     assert not any(n.split(".")[-1] in ("a", "b", "buckets") for n in names)
     assert {"hasher.a", "hasher.b", "hasher.buckets"} <= {n for n, _ in module.named_buffers()}
@@ -190,7 +201,7 @@ def test_hashing_below_threshold_is_an_identity_map(hash_kind):
     """Tables with n <= threshold "stay full": n rows and id x on row x, whatever the hash."""
     module = build(HashingOptions(ratio=4, threshold=10, hash=hash_kind))
     assert account(module).per_table[2].compressed is False
-    assert weight(module, "c").shape == (5, DIM)
+    assert weight(module, "c").shape == (8, DIM)
     set_row_index_weights(module, "c")
     rows = block(module(one_hot_kjt({"a": [0] * 5, "b": [0] * 5, "c": [0, 1, 2, 3, 4]})), "c")[:, 0]
     assert rows.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
@@ -201,7 +212,7 @@ def test_hashing_below_threshold_is_an_identity_map(hash_kind):
 
 @pytest.mark.parametrize(
     "options, every_row",
-    [(FullOptions(), True), (HashingOptions(ratio=4), True), (HashingOptions(ratio=7, hash="universal"), False)],
+    [(FullOptions(), True), (HashingOptions(ratio=4), True), (HashingOptions(ratio=8, hash="universal"), False)],
 )
 def test_every_id_gives_finite_output_and_gradients_flow(options, every_row):
     module = build(options)

@@ -23,7 +23,8 @@ from kjt_helpers import bags_kjt, one_hot_kjt
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from dlrs_bench.compression.base import RATIO_TOLERANCE, account, build_embeddings
+from dlrs_bench.compression.base import account, build_embeddings
+from dlrs_bench.compression.options import RATIO_TOLERANCE
 from dlrs_bench.compression.pooled import FullTable
 from dlrs_bench.compression.robe import PRIME, ROBEEmbedding
 from dlrs_bench.config.schema import validate_scenario

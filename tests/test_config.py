@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -237,7 +238,7 @@ def test_empty_matrix_axis_is_an_error(write_suite):
 
 @pytest.mark.parametrize("extra,world", [("  gpus: 2\n", 2), ("  processes: 3\n", 3), ("", 1)])
 def test_world_size_comes_from_gpus_or_processes(write_suite, extra, world):
-    suite = load_suite(write_suite(HEADER + extra))
+    suite = load_suite(write_suite(HEADER + extra), machine_checks=False)  # any core count
     assert suite.scenarios[0].spec.world_size == world
 
 
@@ -452,7 +453,7 @@ def test_scenario_id_ignores_explicit_defaults_and_key_order(write_suite):
 
 def test_scenario_id_changes_with_a_value(write_suite):
     base = ids(write_suite(IMPLICIT, "a.yaml"))
-    for old, new in [("ratio: 4", "ratio: 8"), ("rows: 2000", "rows: 2001"),
+    for old, new in [("ratio: 4", "ratio: 5"), ("rows: 2000", "rows: 2001"),
                      ("value: 0.6", "value: 0.61"),
                      ("{kind: hashing, ratio: 4}", "{kind: hashing, ratio: 4, hash: universal}")]:
         assert ids(write_suite(IMPLICIT.replace(old, new), "b.yaml")) != base, (old, new)
@@ -489,9 +490,19 @@ SUITES = Path(__file__).resolve().parent.parent / "suites"
 
 @pytest.mark.parametrize("path", sorted(SUITES.glob("*.yaml")), ids=lambda p: p.name)
 def test_bundled_suites_are_valid(path):
-    loaded = load_suite(path)
+    """Every bundled suite is valid anywhere (``portable``) and on this machine, except for the data it
+    names that this machine lacks (a prepared Criteo cache), which must be the only error."""
+    loaded = load_suite(path, machine_checks=False)
     assert loaded.scenarios
     assert len({s.scenario_id for s in loaded.scenarios}) == len(loaded.scenarios)
+    paths = {p for s in loaded.scenarios if (p := getattr(s.spec.dataset, "path", None))}
+    missing = sorted(p for p in paths if not (Path(p) / "manifest.json").is_file())
+    if not missing:
+        assert [s.scenario_id for s in load_suite(path).scenarios] == [s.scenario_id for s in loaded.scenarios]
+        return
+    with pytest.raises(UserInputError) as e:
+        load_suite(path)
+    assert e.value.lines and all(f"dataset.path: {missing[0]}: not a prepared dataset" in line for line in e.value.lines)
 
 
 def test_bundled_quickstart_suite_is_valid():
@@ -592,3 +603,72 @@ def test_values_that_could_only_fail_or_loop_at_run_time_are_refused_by_validate
         assert f"defaults.{field}: Input should be a finite number" in text
     assert "defaults.dataset.seed: Input should be less than 9223372036854775808" in text
     assert "defaults.seeds[0]: Input should be greater than or equal to 0" in text
+
+
+# ---------------------------------------------------------------- checks against the data and the machine
+
+
+MACHINE = """\
+name: m
+defaults:
+  dataset: {name: movielens-latest-small}
+  model: {name: dlrm, embedding_dim: 16, bottom_mlp: [32, 16], top_mlp: [16, 1]}
+  target: {value: 0.6}
+scenarios:
+  - {compressor: {kind: hashing, ratio: 16}}
+  - {compressor: {kind: hashing, ratio: 16, threshold: 20}}
+  - {compressor: {kind: qr, ratio: 100000, threshold: 1000}}
+  - {processes: 64}
+  - {dataset: {name: criteo-kaggle, path: %s}}
+  - {dataset: {name: movielens-latest-small, path: %s}}
+"""
+
+
+def test_machine_checks_find_what_only_a_run_would_find(write_suite, tmp_path):
+    """Unreachable ratios against the real table sizes (hashing's silent 10x on genres included), more gloo
+    ranks than cores, data that is not there: each an error at the line that wrote it, all in one pass;
+    ``machine_checks=False`` (validate --portable) leaves exactly these out."""
+    path = write_suite(MACHINE % (tmp_path / "no-cache", tmp_path / "no-movielens"))
+    lines = load_error(path).lines
+    qr = lines.pop(1)
+    assert qr.startswith(f"{path}:9: scenarios[2].compressor.ratio: no number of levels reaches ratio 100000")
+    assert "qr on table movie (9,742 rows)" in qr
+    assert lines == [
+        f"{path}:7: scenarios[0].compressor.ratio: hashing on table genres (20 rows): cannot reach ratio 16 (it "
+        "gives 10x); choose a reachable ratio or raise `threshold` to leave this table full",
+        f"{path}:10: scenarios[3].processes: 64 gloo ranks need a core each; this machine gives this process "
+        f"{len(os.sched_getaffinity(0))} (its CPU affinity)",
+        f"{path}:11: scenarios[4].dataset.path: {tmp_path / 'no-cache'}: not a prepared dataset (no manifest.json); "
+        "run `dlrs-bench data prepare`",
+        f"{path}:12: scenarios[5].dataset.path: {tmp_path / 'no-movielens' / 'ratings.csv'}: no such file",
+    ]
+    assert len(load_suite(path, machine_checks=False).scenarios) == 6
+
+
+def test_bundled_movielens_tables_are_what_the_dataset_builds():
+    """validate plans compressors against these sizes without reading the CSV files."""
+    from dlrs_bench.data.options import BUNDLED_TABLES, MovieLensOptions
+    from dlrs_bench.registry import DATASETS
+
+    dataset = DATASETS.get("movielens-latest-small").build(MovieLensOptions())
+    assert BUNDLED_TABLES == [(f.name, f.cardinality) for f in dataset.features]
+    assert MovieLensOptions().check_data() == BUNDLED_TABLES
+
+
+@pytest.mark.parametrize("kind, extra", [("hashing", {}), ("qr", {}), ("qr", {"fusion": "concat"}), ("memcom", {}),
+                                         ("bch", {}), ("tt", {}), ("md", {}), ("robe", {"chunk": 4})])
+@pytest.mark.parametrize("ratio", [3, 7])
+def test_a_compressor_builds_exactly_what_validate_planned(kind, extra, ratio):
+    """The plan validate checks is the one ``build`` allocates: same reachability, same parameters."""
+    import torch
+
+    from dlrs_bench.compression.base import account, build_embeddings, tables
+    from dlrs_bench.data.base import SparseFeature
+    from dlrs_bench.registry import COMPRESSORS
+
+    features = [SparseFeature("big", 5000), SparseFeature("mid", 300), SparseFeature("small", 12)]
+    options = COMPRESSORS.options(kind)(kind=kind, ratio=ratio, threshold=12, **extra)
+    plan = options.plan(tables(features), 8)
+    assert plan[2] is None  # at the threshold: full
+    per_table = account(build_embeddings(features, 8, options, torch.device("cpu"))).per_table
+    assert [t.compressed for t in per_table] == [p is not None for p in plan]

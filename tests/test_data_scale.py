@@ -403,8 +403,8 @@ def test_reader_threads_give_the_same_batches_in_the_same_order():
 
 
 def test_a_prepared_criteo_cache_reads_mlperf_multi_hot_bags(tmp_path):
-    from dlrs_bench.data.criteo import MLPERF_MULTI_HOT
     from dlrs_bench.data.prepared import CriteoKaggleOptions
+    from dlrs_bench.data.shapes import MLPERF_MULTI_HOT
 
     raw = tmp_path / "train.txt"
     raw.write_text(criteo_lines(70))

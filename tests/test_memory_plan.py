@@ -6,7 +6,7 @@ import pytest
 
 from dlrs_bench.config.schema import validate_scenario
 from dlrs_bench.data.base import CTRDataset, SparseFeature
-from dlrs_bench.data.criteo import TERABYTE_CARDINALITIES
+from dlrs_bench.data.shapes import TERABYTE_CARDINALITIES
 from dlrs_bench.engine.memory_plan import GIB, MemoryPlanError, check_fits, estimate
 
 MLPERF_MODEL = {"name": "dcnv2", "embedding_dim": 128, "bottom_mlp": [512, 256, 128], "cross_layers": 3,

@@ -1,5 +1,2 @@
-"""Embedding compressors: every method is a module taking a KJT and returning a KeyedTensor."""
-
-from dlrs_bench.compression.base import EmbeddingAccount, TableAccount, build_embeddings
-
-__all__ = ["EmbeddingAccount", "TableAccount", "build_embeddings"]
+"""Embedding compressors: every method is a module taking a KJT and returning a KeyedTensor (``base``);
+their options and the plan each makes for given tables live, torch-free, in ``options``."""

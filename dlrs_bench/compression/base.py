@@ -13,7 +13,6 @@ seeds and fixed random coefficients are buffers, not parameters.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -109,31 +108,6 @@ def check_keys(features: KeyedJaggedTensor, expected: list[str]) -> None:
         raise ValueError(f"embedding expects features {expected}, got {features.keys()}")
 
 
-def compressed_rows(rows: int, ratio: float) -> int:
-    """Rows left when ``rows`` are divided by ``ratio`` (at least one)."""
-    return max(1, math.ceil(rows / ratio))
-
-
-#: A ratio is reachable when the closest configuration is within this factor of it.
-RATIO_TOLERANCE = 1.5
-
-
-def closest_config(candidates: list[tuple[int, Any]], full_params: int, ratio: float, where: str) -> Any:
-    """The configuration whose achieved ratio ``full_params / params`` is closest to ``ratio``
-    (in log scale) among ``candidates`` = [(params, config), ...].
-
-    Raises ``ValueError`` naming ``where`` and the reachable range when even the closest is
-    more than ``RATIO_TOLERANCE`` away: a ratio the method cannot reach is an error, never a
-    silent fallback.
-    """
-    scored = [(abs(math.log(full_params / p / ratio)), p, c) for p, c in candidates if p > 0]
-    if not scored:
-        raise ValueError(f"{where}: no configuration")
-    distance, params, config = min(scored, key=lambda s: s[0])
-    if distance > math.log(RATIO_TOLERANCE):
-        ratios = [full_params / p for _, p, _ in scored]
-        raise ValueError(
-            f"{where}: cannot reach ratio {ratio:g} (reachable: {min(ratios):.3g}x to {max(ratios):.3g}x); "
-            "choose a ratio in that range or raise `threshold` to leave this table full"
-        )
-    return config
+def tables(features: list[SparseFeature]) -> list[tuple[str, int]]:
+    """(name, rows) of each feature's table, as compressor plans take them."""
+    return [(f.name, f.cardinality) for f in features]

@@ -10,43 +10,13 @@ have distinct codes. Params sum_b 2^len_b d (d / B per block for concat). The ra
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from dlrs_bench.compression.base import closest_config
+from dlrs_bench.compression.options import BCHOptions
 from dlrs_bench.compression.pooled import PerTableEmbedding, per_table, uniform
-from dlrs_bench.config.schema import CompressorOptions
 from dlrs_bench.data.base import SparseFeature
-
-
-class BCHOptions(CompressorOptions):
-    kind: Literal["bch"] = "bch"
-    ratio: float = Field(gt=1.0, description="requested ratio per compressed table")
-    blocks: Literal["succession", "skip"] = "succession"
-    fusion: Literal["sum", "concat"] = "sum"
-
-
-def bch_blocks(bits: int, block_bits: int, mode: str) -> list[list[int]]:
-    """The bit positions of each block for ``bits``-bit codes cut into blocks of ≤ ``block_bits``."""
-    count = math.ceil(bits / block_bits)
-    if mode == "succession":
-        return [list(range(b * block_bits, min(bits, (b + 1) * block_bits))) for b in range(count)]
-    return [list(range(b, bits, count)) for b in range(count)]
-
-
-def bch_plan(n: int, dim: int, options: BCHOptions, where: str) -> list[list[int]]:
-    bits = max(1, math.ceil(math.log2(n)))
-    candidates = []
-    for t in range(1, bits + 1):
-        blocks = bch_blocks(bits, t, options.blocks)
-        if options.fusion == "concat" and dim % len(blocks):
-            continue
-        width = dim // len(blocks) if options.fusion == "concat" else dim
-        candidates.append((sum(2 ** len(b) for b in blocks) * width, blocks))
-    return closest_config(candidates, n * dim, options.ratio, where)
 
 
 class BCHEncoder(nn.Module):
@@ -78,8 +48,5 @@ class BCH:
 
     @staticmethod
     def build(features: list[SparseFeature], dim: int, options: BCHOptions, device: torch.device) -> PerTableEmbedding:
-        def encoder(f: SparseFeature) -> BCHEncoder:
-            blocks = bch_plan(f.cardinality, dim, options, f"bch on table {f.name} ({f.cardinality:,} rows)")
-            return BCHEncoder(f.cardinality, dim, blocks, options.fusion, device)
-
-        return per_table(features, dim, options, device, encoder)
+        return per_table(features, dim, options, device,
+                         lambda f, blocks: BCHEncoder(f.cardinality, dim, blocks, options.fusion, device))

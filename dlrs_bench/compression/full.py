@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
 
 from dlrs_bench.compression.base import TableAccount
-from dlrs_bench.config.schema import CompressorOptions
+from dlrs_bench.compression.options import FullOptions
 from dlrs_bench.data.base import SparseFeature
 
 POOLING = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
-
-
-class FullOptions(CompressorOptions):
-    kind: Literal["none"] = "none"
 
 
 def table_configs(

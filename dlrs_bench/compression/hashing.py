@@ -7,27 +7,17 @@ TorchRec EmbeddingBagCollection, so they use the same kernels as full tables.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import nn
 from torchrec import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
-from dlrs_bench.compression.base import TableAccount, check_keys, compressed_rows
+from dlrs_bench.compression.base import TableAccount, check_keys, tables
 from dlrs_bench.compression.full import table_configs
-from dlrs_bench.config.schema import CompressorOptions
+from dlrs_bench.compression.options import HashingOptions
 from dlrs_bench.data.base import SparseFeature
 
 MERSENNE_31 = 2**31 - 1
-
-
-class HashingOptions(CompressorOptions):
-    kind: Literal["hashing"] = "hashing"
-    ratio: float = Field(gt=1.0, description="requested compression ratio n / m of each compressed table")
-    hash: Literal["modulo", "universal"] = "modulo"
-    hash_seed: int = 0
 
 
 class IdHasher(nn.Module):
@@ -108,10 +98,8 @@ class Hashing:
     def build(
         features: list[SparseFeature], dim: int, options: HashingOptions, device: torch.device
     ) -> HashedEmbedding:
-        buckets = [
-            compressed_rows(f.cardinality, options.ratio) if f.cardinality > options.threshold else f.cardinality
-            for f in features
-        ]
+        plan = options.plan(tables(features), dim)
+        buckets = [f.cardinality if m is None else m for f, m in zip(features, plan)]
         return HashedEmbedding(
             features, buckets, dim, options.hash == "universal", options.hash_seed, options.pooling, device
         )

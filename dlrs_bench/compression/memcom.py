@@ -8,28 +8,13 @@ n d / (m d + n) stays below d. The ratio chooses m = n (1 / ratio - 1 / d).
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from dlrs_bench.compression.base import closest_config
+from dlrs_bench.compression.options import MEmComOptions
 from dlrs_bench.compression.pooled import PerTableEmbedding, per_table, uniform
-from dlrs_bench.config.schema import CompressorOptions
 from dlrs_bench.data.base import SparseFeature
-
-
-class MEmComOptions(CompressorOptions):
-    kind: Literal["memcom"] = "memcom"
-    ratio: float = Field(gt=1.0, description="requested ratio per compressed table; must be below embedding_dim")
-
-    def check_dim(self, dim: int) -> None:
-        if self.ratio >= dim:
-            raise ValueError(
-                f"memcom cannot reach ratio {self.ratio:g} at embedding_dim {dim}: with one scalar per id "
-                f"its ratio n*d / (m*d + n) is always below d"
-            )
 
 
 class MEmComEncoder(nn.Module):
@@ -53,11 +38,5 @@ class MEmCom:
     def build(
         features: list[SparseFeature], dim: int, options: MEmComOptions, device: torch.device
     ) -> PerTableEmbedding:
-        def encoder(f: SparseFeature) -> MEmComEncoder:
-            n = f.cardinality
-            guess = max(1, round(n * (1 / options.ratio - 1 / dim)))
-            candidates = [(m * dim + n, m) for m in {max(1, guess - 1), guess, min(n, guess + 1)}]
-            buckets = closest_config(candidates, n * dim, options.ratio, f"memcom on table {f.name} ({n:,} rows)")
-            return MEmComEncoder(n, dim, buckets, device)
-
-        return per_table(features, dim, options, device, encoder)
+        return per_table(features, dim, options, device,
+                         lambda f, buckets: MEmComEncoder(f.cardinality, dim, buckets, device))

@@ -10,13 +10,14 @@ common case of one encoder module per table (compressed, or a full table under t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
-from dlrs_bench.compression.base import TableAccount, check_keys
+from dlrs_bench.compression.base import TableAccount, check_keys, tables
 from dlrs_bench.data.base import SparseFeature
 
 
@@ -99,11 +100,12 @@ def uniform(shape: tuple[int, ...], bound: float, device: torch.device) -> torch
 
 
 def per_table(
-    features: list[SparseFeature], dim: int, options: Any, device: torch.device, make_encoder: Any
+    features: list[SparseFeature], dim: int, options: Any, device: torch.device,
+    make_encoder: Callable[[SparseFeature, Any], nn.Module],
 ) -> PerTableEmbedding:
-    """Encoders for every table: ``make_encoder(feature)`` above the threshold, full tables below."""
-    encoders = [
-        make_encoder(f) if f.cardinality > options.threshold else FullTable(f.cardinality, dim, device)
-        for f in features
-    ]
+    """Encoders for every table as ``options.plan`` says: ``make_encoder(feature, plan)`` for a
+    compressed table, a full table where the plan is ``None``."""
+    plans = options.plan(tables(features), dim)
+    encoders = [FullTable(f.cardinality, dim, device) if plan is None else make_encoder(f, plan)
+                for f, plan in zip(features, plans)]
     return PerTableEmbedding(features, dim, options.pooling, encoders)

@@ -12,27 +12,17 @@ steps with the sparse variant of the optimizer (SparseAdam for adam).
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, PositiveInt
 from torch import nn
 
-from dlrs_bench.compression.base import TableAccount
+from dlrs_bench.compression.base import TableAccount, tables
+from dlrs_bench.compression.options import ROBEOptions
 from dlrs_bench.compression.pooled import FullTable, PooledEmbedding, uniform
-from dlrs_bench.config.schema import CompressorOptions
 from dlrs_bench.data.base import SparseFeature
 
 PRIME = 2038074743
-
-
-class ROBEOptions(CompressorOptions):
-    kind: Literal["robe"] = "robe"
-    ratio: float = Field(gt=1.0, description="sum of n d over compressed tables / size of the shared array")
-    chunk: PositiveInt = Field(32, description="Z: consecutive floats read per hash (1 = HashedNets)")
-    gradient: Literal["dense", "sparse"] = "dense"
-    hash_seed: int = 0
 
 
 class ROBEEmbedding(PooledEmbedding):
@@ -108,14 +98,6 @@ class ROBE:
 
     @staticmethod
     def build(features: list[SparseFeature], dim: int, options: ROBEOptions, device: torch.device) -> ROBEEmbedding:
-        compressed = [f.cardinality > options.threshold for f in features]
-        if not any(compressed):
-            raise ValueError(f"robe: no table has more than threshold={options.threshold} rows")
-        full = sum(f.cardinality * dim for f, c in zip(features, compressed) if c)
-        size = round(full / options.ratio)
-        if size < options.chunk:
-            raise ValueError(
-                f"robe: ratio {options.ratio:g} leaves {size} floats for {full:,} compressed parameters, "
-                f"fewer than one chunk ({options.chunk}); the largest reachable ratio is {full / options.chunk:.4g}"
-            )
-        return ROBEEmbedding(features, dim, size, compressed, options, device)
+        plan = options.plan(tables(features), dim)
+        size = next(m for m in plan if m is not None)
+        return ROBEEmbedding(features, dim, size, [m is not None for m in plan], options, device)

@@ -9,40 +9,12 @@ The ratio chooses r.
 
 from __future__ import annotations
 
-import itertools
-import math
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import nn
 
-from dlrs_bench.compression.base import closest_config
+from dlrs_bench.compression.options import TTOptions
 from dlrs_bench.compression.pooled import PerTableEmbedding, per_table
-from dlrs_bench.config.schema import CompressorOptions
 from dlrs_bench.data.base import SparseFeature
-
-
-class TTOptions(CompressorOptions):
-    kind: Literal["tt"] = "tt"
-    ratio: float = Field(gt=1.0, description="requested ratio per compressed table; chooses the TT rank")
-
-
-def row_factors(n: int) -> list[int]:
-    """Three near-equal factors p1 ≥ p2 ≥ p3 whose product is at least n."""
-    p1 = math.ceil(n ** (1 / 3))
-    p2 = math.ceil(math.sqrt(n / p1))
-    return [p1, p2, math.ceil(n / (p1 * p2))]
-
-
-def dim_factors(d: int) -> list[int]:
-    """Three factors of d, as balanced as possible (smallest largest factor)."""
-    options = [(a, b, d // (a * b)) for a, b in itertools.product(range(1, d + 1), repeat=2) if d % (a * b) == 0]
-    return list(min(options, key=lambda q: (max(q), -min(q))))
-
-
-def tt_params(p: list[int], q: list[int], rank: int) -> int:
-    return rank * p[0] * q[0] + rank * rank * p[1] * q[1] + rank * p[2] * q[2]
 
 
 class TTEncoder(nn.Module):
@@ -74,18 +46,5 @@ class TT:
 
     @staticmethod
     def build(features: list[SparseFeature], dim: int, options: TTOptions, device: torch.device) -> PerTableEmbedding:
-        q = dim_factors(dim)
-
-        def encoder(f: SparseFeature) -> TTEncoder:
-            p = row_factors(f.cardinality)
-            candidates = []
-            for rank in range(1, 4 * dim + 1):
-                params = tt_params(p, q, rank)
-                candidates.append((params, rank))
-                if params > f.cardinality * dim:
-                    break
-            rank = closest_config(candidates, f.cardinality * dim, options.ratio,
-                                  f"tt on table {f.name} ({f.cardinality:,} rows)")
-            return TTEncoder(f.cardinality, dim, p, q, rank, device)
-
-        return per_table(features, dim, options, device, encoder)
+        return per_table(features, dim, options, device,
+                         lambda f, plan: TTEncoder(f.cardinality, dim, *plan, device))

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from dlrs_bench.config.checks import MachineChecks
 from dlrs_bench.config.schema import PLUGIN_BLOCKS, Loc, Scenario, SuiteFile, _message, validate_scenario
 from dlrs_bench.config.yaml_lines import line_of, load_yaml
 from dlrs_bench.errors import UserInputError
@@ -64,9 +65,13 @@ def scenario_id(spec: Scenario) -> str:
     return digest[:10]
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Load, expand and validate a suite; raise :class:`UserInputError` listing every problem."""
+def load_suite(path: str | Path, machine_checks: bool = True) -> Suite:
+    """Load, expand and validate a suite; raise :class:`UserInputError` listing every problem.
+
+    With ``machine_checks`` each scenario is also checked against its data and this machine's cores
+    (:mod:`dlrs_bench.config.checks`)."""
     path = Path(path)
+    machine = MachineChecks() if machine_checks else None
     data, lines = load_yaml(path)
 
     def where(doc_path: Loc) -> int:
@@ -92,12 +97,14 @@ def load_suite(path: str | Path) -> Suite:
     for raw, origins, label, source_path in candidates:
         source = f"{path}:{where(source_path)}"
         spec, problems = validate_scenario(raw)
+        if spec is not None and machine is not None:
+            problems = machine.errors(spec)
         for loc, msg in problems:
             doc_path = _origin(loc, origins)  # where the offending value was written, if it was
             line = f"{path}:{where(doc_path or source_path)}: {_dotted(doc_path or loc)}: {msg}"
             if line not in errors:
                 errors.append(line)
-        if spec is None:
+        if spec is None or problems:
             continue
         sid = scenario_id(spec)
         if sid in first_seen:

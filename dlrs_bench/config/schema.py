@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import typing
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -61,8 +62,10 @@ class DatasetOptions(StrictModel):
     shuffle_block_rows: PositiveInt = Field(4096, description="shuffle 'blocks': consecutive rows per block")
     shuffle_window_rows: PositiveInt = Field(1 << 20, description="shuffle 'blocks': rows permuted together")
 
-    def cache_path(self) -> str | None:
-        """The prepared cache this dataset reads, when it names one (checked before a run starts)."""
+    def check_data(self) -> list[tuple[str, int]] | None:
+        """What can be known of the data without reading its rows: the (name, rows) of every table, or
+        ``None`` where only a run can tell. Raises ``UserInputError`` naming the file when the data
+        cannot be used (missing, damaged, another dataset's). Plugins override it (data/options.py)."""
         return None
 
     @model_validator(mode="after")
@@ -118,6 +121,12 @@ class CompressorOptions(StrictModel):
 
     def check_dim(self, dim: int) -> None:
         """Raise ``ValueError`` when the method cannot work at embedding dimension ``dim``."""
+
+    def plan(self, tables: Sequence[tuple[str, int]], dim: int) -> list[Any]:
+        """What the method allocates for each table [(name, rows)] at dimension ``dim`` (``None``: the
+        table stays full), by arithmetic alone; ``ValueError`` naming the table when ``ratio`` is out
+        of its reach. Each method's options implement it (dlrs_bench/compression/options.py)."""
+        raise NotImplementedError(f"compressor {self.kind!r} has no plan")
 
 
 class TrainSpec(StrictModel):
@@ -264,14 +273,14 @@ def validate_scenario(raw: dict[str, Any]) -> tuple[Scenario | None, list[tuple[
             errors.append(((block,), f"missing {key!r}"))
             continue
         try:
-            plugin = registries[block].get(str(options[key]))
+            plugin_options = registries[block].options(str(options[key]))
         except UserInputError as e:
             errors.append(((block, key), str(e)))
             continue
         try:
-            values[block] = plugin.Options.model_validate(options)
+            values[block] = plugin_options.model_validate(options)
         except ValidationError as e:
-            errors.extend(((block, *err["loc"]), _message(err, plugin.Options)) for err in e.errors())
+            errors.extend(((block, *err["loc"]), _message(err, plugin_options)) for err in e.errors())
     failed = {loc[0] for loc, _ in errors}  # plugin blocks already reported: their raw dicts fail again below
     try:
         scenario = Scenario.model_validate(values)

@@ -14,31 +14,20 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
-from dlrs_bench.config.schema import READ_FIELDS, DatasetOptions, Seed
+from dlrs_bench.config.schema import READ_FIELDS
 from dlrs_bench.data.base import CTRDataset, dataset_from_cache
 from dlrs_bench.data.cache import CacheWriter, Manifest, bag_positions, describe_inputs, now
 from dlrs_bench.data.local_cache import first_use_cache
+from dlrs_bench.data.options import BUNDLED, MovieLensOptions
 from dlrs_bench.data.rows import RowSet
-from dlrs_bench.data.splits import SplitFractions, split_rows
+from dlrs_bench.data.splits import split_rows
 from dlrs_bench.errors import UserInputError
 
-BUNDLED = Path(__file__).parent / "bundled" / "ml-latest-small"
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
 YEAR_IN_TITLE = re.compile(r"\((\d{4})\)\s*$")
-
-
-class MovieLensOptions(DatasetOptions):
-    name: Literal["movielens-latest-small"] = "movielens-latest-small"
-    path: str | None = Field(None, description="folder with ratings.csv and movies.csv; default: the bundled copy")
-    split: Literal["random", "temporal"] = "random"
-    split_fractions: SplitFractions = (0.8, 0.1, 0.1)
-    split_seed: Seed = 0
-    label_threshold: float = Field(4.0, gt=0.5, le=5.0)
 
 
 #: Bump when the rows written for given options change (old first-use caches are then rebuilt).

@@ -15,65 +15,27 @@ int64 index per row, as the protocol needs.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
-
-from pydantic import Field, PositiveInt
-
-from dlrs_bench.config.schema import DatasetOptions, Seed
 from dlrs_bench.data.base import CTRDataset, dataset_from_cache
-from dlrs_bench.data.cache import Manifest, open_cache
-from dlrs_bench.data.criteo import MLPERF_MULTI_HOT
+from dlrs_bench.data.cache import Manifest
+from dlrs_bench.data.options import (
+    AvazuOptions,
+    CriteoKaggleOptions,
+    CriteoTerabyteOptions,
+    MovieLensPreparedOptions,
+    PreparedOptions,
+    bag_sizes,
+    check_split,
+    prepared_cache,
+)
 from dlrs_bench.data.rows import RowSet
-from dlrs_bench.data.splits import SplitFractions, split_rows, train_rows
-from dlrs_bench.errors import UserInputError
-
-SplitProtocol = Literal["dlrm-7day", "last-day", "random", "temporal"]
-
-
-class PreparedOptions(DatasetOptions):
-    path: str = Field(description="folder written by `dlrs-bench data prepare`")
-    split_fractions: SplitFractions = (0.8, 0.1, 0.1)
-    split_seed: Seed = 2018
-    multi_hot_sizes: list[PositiveInt] | Literal["mlperf"] | None = Field(
-        None, description="MLPerf-style multi-hot synthesis: ids per bag per table ('mlperf' = DLRM-DCNv2 sizes)"
-    )
-
-    def cache_path(self) -> str | None:
-        return self.path
-
-
-class CriteoKaggleOptions(PreparedOptions):
-    name: Literal["criteo-kaggle"] = "criteo-kaggle"
-    split: SplitProtocol = "dlrm-7day"
-
-
-class CriteoTerabyteOptions(PreparedOptions):
-    name: Literal["criteo-tb"] = "criteo-tb"
-    split: SplitProtocol = "last-day"
-
-
-class AvazuOptions(PreparedOptions):
-    name: Literal["avazu"] = "avazu"
-    split: SplitProtocol = "random"
-
-
-class MovieLensPreparedOptions(PreparedOptions):
-    name: Literal["movielens"] = "movielens"
-    split: SplitProtocol = "random"
+from dlrs_bench.data.splits import split_rows
 
 
 def split_ranges(manifest: Manifest, options: PreparedOptions) -> dict[str, RowSet]:
     """Rows of train / val / test under ``options.split``."""
     n = manifest.rows
-    if options.split == "temporal" and manifest.shuffle is not None:
-        raise UserInputError(f"{options.path}: split 'temporal' needs rows in file order, but this cache was "
-                             f"shuffled when prepared (seed {manifest.shuffle.seed})")
+    train_end = check_split(manifest, options)
     if options.split in ("dlrm-7day", "last-day"):
-        try:
-            train_end = train_rows(n, manifest.parts, options.split)
-        except ValueError as e:
-            raise UserInputError(f"{options.path}: {e}") from None
         rest = n - train_end
         first_half_end = train_end + (rest + 1) // 2
         first, second = RowSet(train_end, first_half_end), RowSet(first_half_end, n)
@@ -95,10 +57,8 @@ class Prepared:
 
     @classmethod
     def build(cls, options: PreparedOptions) -> CTRDataset:
-        cache = open_cache(Path(options.path))
+        cache = prepared_cache(options)
         manifest = cache.manifest
-        if manifest.dataset != options.name:
-            raise UserInputError(f"{options.path}: holds a prepared {manifest.dataset!r}, not {options.name!r}")
         sizes = bag_sizes(options, len(manifest.features))
         info = {"source": options.path,
                 "split": {"protocol": options.split, "fractions": list(options.split_fractions),
@@ -108,14 +68,6 @@ class Prepared:
         if sizes != [1] * len(sizes):
             info["multi_hot_sizes"] = sizes
         return dataset_from_cache(options, cache, split_ranges(manifest, options), info, sizes)
-
-
-def bag_sizes(options: PreparedOptions, num_features: int) -> list[int]:
-    """Ids per bag of each feature (1 = the prepared one-hot data as is)."""
-    sizes = MLPERF_MULTI_HOT if options.multi_hot_sizes == "mlperf" else options.multi_hot_sizes or [1] * num_features
-    if len(sizes) != num_features:
-        raise UserInputError(f"multi_hot_sizes has {len(sizes)} entries for {num_features} sparse features")
-    return list(sizes)
 
 
 class CriteoKaggle(Prepared):

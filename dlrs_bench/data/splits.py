@@ -1,11 +1,14 @@
-"""Row splits shared by the dataset plugins."""
+"""Row splits shared by the dataset plugins (numpy only inside ``split_rows``: suite validation reads
+``SplitFractions`` and ``train_rows`` without it)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 from pydantic import AfterValidator
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _check_fractions(v: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -27,6 +30,8 @@ def split_rows(
     test row comes after every train row (a temporal split); otherwise they are shuffled
     with ``seed``. Sizes are ``floor(fraction * n)`` for val and test, the rest is train.
     """
+    import numpy as np
+
     if order_key is not None:
         order = np.argsort(order_key, kind="stable")
     else:

@@ -23,24 +23,18 @@ reads it in order (any protocol can still be asked for).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, model_validator
 
-from dlrs_bench.config.schema import READ_FIELDS, DatasetOptions, Seed
 from dlrs_bench.data.ahead import in_order
 from dlrs_bench.data.base import CTRDataset, dataset_from_cache
-from dlrs_bench.data.cache import CacheWriter, Manifest, ShuffleRecord, now, open_cache
-from dlrs_bench.data.criteo import KAGGLE_CARDINALITIES, MLPERF_MULTI_HOT, TERABYTE_CARDINALITIES
+from dlrs_bench.data.cache import CacheWriter, Manifest, ShuffleRecord, now
 from dlrs_bench.data.local_cache import first_use_cache
+from dlrs_bench.data.options import SyntheticOptions, synthetic_cache
 from dlrs_bench.data.rows import RowSet
-from dlrs_bench.data.splits import SplitFractions
-from dlrs_bench.errors import UserInputError
 
 CHUNK_ROWS = 1 << 16
 PILOT_ROWS = 1 << 16
@@ -52,65 +46,9 @@ BUILD_VERSION = 3
 #: so ``shuffle: auto`` reads them in order, as MLPerf reads data shuffled once).
 IID = "independent, identically distributed draws: generated in random order"
 
-#: Table-size presets: the DLRM Criteo Kaggle cardinalities and TorchRec's Terabyte ones (40M cap).
-CARDINALITY_PRESETS = {"criteo-kaggle": KAGGLE_CARDINALITIES, "criteo-tb": TERABYTE_CARDINALITIES}
-#: Options that only select or order rows when reading (not part of what is generated).
-READ_OPTIONS = READ_FIELDS | {"name", "path"}
 
 #: Called with (rows written so far, rows in all).
 ProgressFn = Callable[[int, int], None]
-
-
-class SyntheticOptions(DatasetOptions):
-    name: Literal["synthetic"] = "synthetic"
-    path: str | None = Field(None, description="a cache written by `dlrs-bench data prepare synthetic` (its "
-                             "manifest then holds the generation options; set none of them here)")
-    rows: PositiveInt = Field(100_000, description="rows generated, all splits together")
-    cardinalities: list[PositiveInt] | Literal["criteo-kaggle", "criteo-tb"] = Field(
-        default_factory=lambda: [10_000, 1_000, 100, 10], description="rows per table, or a Criteo preset"
-    )
-    cardinality_scale: float = Field(1.0, gt=0, le=1, description="multiply every table size (at least 2 rows)")
-    multi_hot_sizes: list[PositiveInt] | Literal["mlperf"] | None = Field(
-        None, description="ids per bag per table (default 1); 'mlperf' = MLPerf DLRM-DCNv2 sizes"
-    )
-    zipf_exponent: NonNegativeFloat = Field(1.05, description="0 = uniform ids")
-    num_dense: NonNegativeInt = 13
-    teacher_dim: PositiveInt = 8
-    signal: float = Field(1.5, gt=0, description="std of the teacher logit before the bias")
-    base_ctr: float = Field(0.25, gt=0, lt=1)
-    split_fractions: SplitFractions = (0.8, 0.1, 0.1)
-    seed: Seed = Field(0, description="data seed (rows and teacher), independent of training seeds")
-
-    def table_sizes(self) -> list[int]:
-        """Rows per table after the preset and ``cardinality_scale``."""
-        base = CARDINALITY_PRESETS[self.cardinalities] if isinstance(self.cardinalities, str) else self.cardinalities
-        return [max(2, math.ceil(n * self.cardinality_scale)) for n in base] if self.cardinality_scale < 1 else base
-
-    def bag_sizes(self) -> list[int]:
-        """Ids per bag per table."""
-        if self.multi_hot_sizes == "mlperf":
-            return MLPERF_MULTI_HOT
-        return self.multi_hot_sizes or [1] * len(self.table_sizes())
-
-    def cache_path(self) -> str | None:
-        return self.path
-
-    def generation(self) -> dict[str, Any]:
-        """The options that decide the rows (recorded in the cache manifest)."""
-        return self.model_dump(mode="json", exclude=READ_OPTIONS)
-
-    @model_validator(mode="after")
-    def _shapes(self) -> SyntheticOptions:
-        if len(self.bag_sizes()) != len(self.table_sizes()):
-            raise ValueError(
-                f"multi_hot_sizes has {len(self.bag_sizes())} entries, cardinalities {len(self.table_sizes())}"
-            )
-        if self.path is not None:
-            given = sorted(self.model_fields_set - READ_OPTIONS)
-            if given:
-                raise ValueError(f"with path, the generation options come from the cache's manifest; remove "
-                                 f"{', '.join(given)}")
-        return self
 
 
 class Synthetic:
@@ -119,10 +57,7 @@ class Synthetic:
     @staticmethod
     def build(options: SyntheticOptions) -> CTRDataset:
         if options.path is not None:
-            cache = open_cache(Path(options.path))
-            if cache.manifest.dataset != "synthetic" or cache.manifest.splits is None:
-                raise UserInputError(f"{options.path}: holds a prepared {cache.manifest.dataset!r}, not a synthetic "
-                                     "cache from `dlrs-bench data prepare synthetic`")
+            cache = synthetic_cache(options.path)
         else:
             key = {"version": BUILD_VERSION, **options.generation()}
             cache = first_use_cache("synthetic", key, lambda out: write_synthetic(options, out))

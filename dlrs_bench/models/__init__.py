@@ -1,5 +1,2 @@
-"""CTR models over any embedding module (KJT in, KeyedTensor out), with parameter and FLOP counts."""
-
-from dlrs_bench.models.base import ModelCounts, build_model
-
-__all__ = ["ModelCounts", "build_model"]
+"""CTR models over any embedding module (KJT in, KeyedTensor out), with parameter and FLOP counts
+(``base``); their options live, torch-free, in ``options``."""

@@ -8,30 +8,13 @@ fields (AutoInt+).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field, PositiveInt, field_validator
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.data.base import SparseFeature
-from dlrs_bench.models.layers import FieldInputs, Head, WithBottomMLP, hidden
-
-
-class AutoIntOptions(WithBottomMLP):
-    name: Literal["autoint"] = "autoint"
-    attention_layers: PositiveInt = 3
-    heads: PositiveInt = 2
-    attention_dim: PositiveInt = Field(8, description="width of each head")
-    dnn: list[PositiveInt] = Field(default_factory=list, description="AutoInt+ DNN widths ending in 1; [] = AutoInt")
-
-    @field_validator("dnn")
-    @classmethod
-    def _dnn(cls, v: list[int]) -> list[int]:
-        if v and v[-1] != 1:
-            raise ValueError(f"must be empty or end in 1 (the logit), got {v}")
-        return v
+from dlrs_bench.models.layers import FieldInputs, Head, hidden
+from dlrs_bench.models.options import AutoIntOptions
 
 
 class SelfAttention(nn.Module):

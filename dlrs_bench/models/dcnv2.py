@@ -7,10 +7,7 @@ then the top MLP to one logit.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field, PositiveInt, field_validator
 from torch import nn
 from torchrec.models.dlrm import DenseArch
 from torchrec.modules.crossnet import CrossNet, LowRankCrossNet
@@ -18,16 +15,8 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.data.base import SparseFeature
 from dlrs_bench.models.base import linear_flops
-from dlrs_bench.models.layers import Head, WithBottomMLP, fields, hidden, logit_mlp
-
-
-class DCNv2Options(WithBottomMLP):
-    name: Literal["dcnv2"] = "dcnv2"
-    cross_layers: PositiveInt = 3
-    low_rank: PositiveInt | None = Field(None, description="rank r of W = U V; unset = full W")
-    top_mlp: list[PositiveInt] = Field(default_factory=lambda: [256, 128, 1], min_length=1)
-
-    _top_ends_in_logit = field_validator("top_mlp")(logit_mlp)
+from dlrs_bench.models.layers import Head, fields, hidden
+from dlrs_bench.models.options import DCNv2Options
 
 
 class DCNv2(nn.Module):

@@ -9,23 +9,13 @@ logit = first order + FM second order + DNN, with
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field, PositiveInt, field_validator
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.data.base import SparseFeature
-from dlrs_bench.models.layers import FieldInputs, Head, WithBottomMLP, hidden, logit_mlp
-
-
-class DeepFMOptions(WithBottomMLP):
-    name: Literal["deepfm"] = "deepfm"
-    dnn: list[PositiveInt] = Field(default_factory=lambda: [400, 400, 400, 1], min_length=1)
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)
-
-    _dnn_ends_in_logit = field_validator("dnn")(logit_mlp)
+from dlrs_bench.models.layers import FieldInputs, Head, hidden
+from dlrs_bench.models.options import DeepFMOptions
 
 
 class DeepFM(nn.Module):

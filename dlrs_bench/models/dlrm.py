@@ -6,41 +6,15 @@ dense vector and the F pooled embeddings (``[B, d + (F + 1) F / 2]``); top MLP -
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 from torchrec.models.dlrm import DenseArch, InteractionArch, OverArch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from dlrs_bench.config.schema import ModelOptions
 from dlrs_bench.data.base import SparseFeature
 from dlrs_bench.models.base import linear_flops
 from dlrs_bench.models.layers import fields
-
-
-class DLRMOptions(ModelOptions):
-    name: Literal["dlrm"] = "dlrm"
-    bottom_mlp: list[PositiveInt] = Field(default_factory=lambda: [64, 16], min_length=1)
-    top_mlp: list[PositiveInt] = Field(default_factory=lambda: [64, 32, 1], min_length=2)
-
-    @model_validator(mode="after")
-    def _shapes(self) -> DLRMOptions:
-        if self.bottom_mlp[-1] != self.embedding_dim:
-            raise ValueError(
-                f"bottom_mlp must end in embedding_dim ({self.embedding_dim}), got {self.bottom_mlp}"
-            )
-        if self.top_mlp[-1] != 1:
-            raise ValueError(f"top_mlp must end in 1 (the logit), got {self.top_mlp}")
-        return self
-
-    def bottom(self) -> list[int]:
-        """Bottom MLP widths after scaling: hidden layers by ``scale.mlp``, the last = scaled d."""
-        return self.widths(self.bottom_mlp[:-1]) + [self.dim]
-
-    def top(self) -> list[int]:
-        return self.widths(self.top_mlp, over_arch=True)
+from dlrs_bench.models.options import DLRMOptions
 
 
 class DLRM(nn.Module):

@@ -8,23 +8,13 @@ feed a DNN (DeepCTR default 400-400-400); a linear term on the flattened E is ad
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field, PositiveInt, field_validator
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.data.base import SparseFeature
-from dlrs_bench.models.layers import FieldInputs, Head, WithBottomMLP, hidden, logit_mlp
-
-
-class FiBiNETOptions(WithBottomMLP):
-    name: Literal["fibinet"] = "fibinet"
-    reduction: PositiveInt = Field(3, description="SENET reduction ratio")
-    dnn: list[PositiveInt] = Field(default_factory=lambda: [400, 400, 400, 1], min_length=1)
-
-    _dnn_ends_in_logit = field_validator("dnn")(logit_mlp)
+from dlrs_bench.models.layers import FieldInputs, Head, hidden
+from dlrs_bench.models.options import FiBiNETOptions
 
 
 class FiBiNET(nn.Module):

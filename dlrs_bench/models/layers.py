@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import torch
-from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 from torchrec.modules.mlp import MLP
 from torchrec.sparse.jagged_tensor import KeyedTensor
 
-from dlrs_bench.config.schema import ModelOptions
 from dlrs_bench.models.base import linear_flops
 
 
@@ -46,29 +44,6 @@ def hidden(layers: list[int]) -> list[int]:
 def fields(pooled: KeyedTensor, num_fields: int, dim: int) -> torch.Tensor:
     """The pooled embeddings of a KeyedTensor as ``[B, num_fields, dim]``."""
     return pooled.values().reshape(-1, num_fields, dim)
-
-
-class WithBottomMLP(ModelOptions):
-    """Options of models that map the dense features to one extra field of size d (DLRM's bottom MLP)."""
-
-    bottom_mlp: list[PositiveInt] = Field(default_factory=lambda: [64, 16], min_length=1)
-
-    @model_validator(mode="after")
-    def _bottom_ends_in_dim(self) -> WithBottomMLP:
-        if self.bottom_mlp[-1] != self.embedding_dim:
-            raise ValueError(f"bottom_mlp must end in embedding_dim ({self.embedding_dim}), got {self.bottom_mlp}")
-        return self
-
-    def bottom(self) -> list[int]:
-        """Bottom MLP widths after scaling: hidden layers by ``scale.mlp``, the last = scaled d."""
-        return self.widths(self.bottom_mlp[:-1]) + [self.dim]
-
-
-def logit_mlp(layers: list[int]) -> list[int]:
-    """Validator helper: an MLP spec that must end in the logit."""
-    if layers[-1] != 1:
-        raise ValueError(f"must end in 1 (the logit), got {layers}")
-    return layers
 
 
 class FieldInputs(nn.Module):

@@ -14,31 +14,14 @@ The head is an MLP on flatten(X_l) to one logit.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field, PositiveInt, field_validator
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from dlrs_bench.config.schema import ModelOptions
 from dlrs_bench.data.base import SparseFeature
 from dlrs_bench.models.base import linear_flops
-from dlrs_bench.models.layers import Head, fields, hidden, logit_mlp, mlp
-
-
-class WukongOptions(ModelOptions):
-    name: Literal["wukong"] = "wukong"
-    num_layers: PositiveInt = 3
-    n_f: PositiveInt = Field(16, description="embeddings produced by each FMB")
-    n_l: PositiveInt = Field(16, description="embeddings produced by each LCB")
-    k: PositiveInt = Field(24, description="rank of the optimized FM projection Y")
-    fmb_mlp: list[PositiveInt] = Field(default_factory=lambda: [512, 512], description="FMB hidden widths")
-    dense_embeddings: PositiveInt = Field(1, description="embeddings made from the dense features")
-    bottom_mlp: list[PositiveInt] = Field(default_factory=lambda: [64], description="hidden widths dense → embeddings")
-    top_mlp: list[PositiveInt] = Field(default_factory=lambda: [512, 512, 1], min_length=1)
-
-    _top_ends_in_logit = field_validator("top_mlp")(logit_mlp)
+from dlrs_bench.models.layers import Head, fields, hidden, mlp
+from dlrs_bench.models.options import WukongOptions
 
 
 class WukongLayer(nn.Module):

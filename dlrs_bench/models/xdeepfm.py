@@ -8,23 +8,13 @@ Linear. Defaults follow DeepCTR: CIN 200-200-200, DNN 400-400-400.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field, PositiveInt, field_validator
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.data.base import SparseFeature
-from dlrs_bench.models.layers import FieldInputs, Head, WithBottomMLP, hidden, logit_mlp
-
-
-class XDeepFMOptions(WithBottomMLP):
-    name: Literal["xdeepfm"] = "xdeepfm"
-    cin: list[PositiveInt] = Field(default_factory=lambda: [200, 200, 200], min_length=1)
-    dnn: list[PositiveInt] = Field(default_factory=lambda: [400, 400, 400, 1], min_length=1)
-
-    _dnn_ends_in_logit = field_validator("dnn")(logit_mlp)
+from dlrs_bench.models.layers import FieldInputs, Head, hidden
+from dlrs_bench.models.options import XDeepFMOptions
 
 
 class CIN(nn.Module):

@@ -1,0 +1,193 @@
+"""Options of every dataset, and what each can tell of its data without reading rows (no torch).
+
+``check_data`` is what ``dlrs-bench validate`` (and ``run``, before training anything) learns of a
+scenario's data: the (name, rows) of every table — so compressors can plan against the real table
+sizes — or an error naming the file for data that is missing, damaged or of another dataset.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, model_validator
+
+from dlrs_bench.config.schema import READ_FIELDS, DatasetOptions, Seed
+from dlrs_bench.data.shapes import KAGGLE_CARDINALITIES, MLPERF_MULTI_HOT, TERABYTE_CARDINALITIES
+from dlrs_bench.data.splits import SplitFractions, train_rows
+from dlrs_bench.errors import UserInputError
+
+if TYPE_CHECKING:
+    from dlrs_bench.data.cache import Cache, Manifest
+
+#: (name, rows) of one table.
+Table = tuple[str, int]
+
+BUNDLED = Path(__file__).parent / "bundled" / "ml-latest-small"
+
+
+#: The bundled copy's tables (tests check them against the dataset built from it).
+BUNDLED_TABLES: list[Table] = [("user", 610), ("movie", 9742), ("genres", 20), ("year", 107)]
+
+
+class MovieLensOptions(DatasetOptions):
+    name: Literal["movielens-latest-small"] = "movielens-latest-small"
+    path: str | None = Field(None, description="folder with ratings.csv and movies.csv; default: the bundled copy")
+    split: Literal["random", "temporal"] = "random"
+    split_fractions: SplitFractions = (0.8, 0.1, 0.1)
+    split_seed: Seed = 0
+    label_threshold: float = Field(4.0, gt=0.5, le=5.0)
+
+    def check_data(self) -> list[Table] | None:
+        """The bundled tables; for a folder of your own, only that its two files are there."""
+        if self.path is None:
+            return BUNDLED_TABLES
+        for name in ("ratings.csv", "movies.csv"):
+            if not (Path(self.path) / name).is_file():
+                raise UserInputError(f"{Path(self.path) / name}: no such file")
+        return None
+
+
+#: Table-size presets: the DLRM Criteo Kaggle cardinalities and TorchRec's Terabyte ones (40M cap).
+CARDINALITY_PRESETS = {"criteo-kaggle": KAGGLE_CARDINALITIES, "criteo-tb": TERABYTE_CARDINALITIES}
+
+
+#: Options that only select or order rows when reading (not part of what is generated).
+READ_OPTIONS = READ_FIELDS | {"name", "path"}
+
+
+class SyntheticOptions(DatasetOptions):
+    name: Literal["synthetic"] = "synthetic"
+    path: str | None = Field(None, description="a cache written by `dlrs-bench data prepare synthetic` (its "
+                             "manifest then holds the generation options; set none of them here)")
+    rows: PositiveInt = Field(100_000, description="rows generated, all splits together")
+    cardinalities: list[PositiveInt] | Literal["criteo-kaggle", "criteo-tb"] = Field(
+        default_factory=lambda: [10_000, 1_000, 100, 10], description="rows per table, or a Criteo preset"
+    )
+    cardinality_scale: float = Field(1.0, gt=0, le=1, description="multiply every table size (at least 2 rows)")
+    multi_hot_sizes: list[PositiveInt] | Literal["mlperf"] | None = Field(
+        None, description="ids per bag per table (default 1); 'mlperf' = MLPerf DLRM-DCNv2 sizes"
+    )
+    zipf_exponent: NonNegativeFloat = Field(1.05, description="0 = uniform ids")
+    num_dense: NonNegativeInt = 13
+    teacher_dim: PositiveInt = 8
+    signal: float = Field(1.5, gt=0, description="std of the teacher logit before the bias")
+    base_ctr: float = Field(0.25, gt=0, lt=1)
+    split_fractions: SplitFractions = (0.8, 0.1, 0.1)
+    seed: Seed = Field(0, description="data seed (rows and teacher), independent of training seeds")
+
+    def table_sizes(self) -> list[int]:
+        """Rows per table after the preset and ``cardinality_scale``."""
+        base = CARDINALITY_PRESETS[self.cardinalities] if isinstance(self.cardinalities, str) else self.cardinalities
+        return [max(2, math.ceil(n * self.cardinality_scale)) for n in base] if self.cardinality_scale < 1 else base
+
+    def bag_sizes(self) -> list[int]:
+        """Ids per bag per table."""
+        if self.multi_hot_sizes == "mlperf":
+            return MLPERF_MULTI_HOT
+        return self.multi_hot_sizes or [1] * len(self.table_sizes())
+
+    def check_data(self) -> list[Table]:
+        if self.path is not None:
+            with synthetic_cache(self.path) as cache:
+                return list(cache.manifest.features.items())
+        return [(f"t{i}", n) for i, n in enumerate(self.table_sizes())]
+
+    def generation(self) -> dict[str, Any]:
+        """The options that decide the rows (recorded in the cache manifest)."""
+        return self.model_dump(mode="json", exclude=READ_OPTIONS)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> SyntheticOptions:
+        if len(self.bag_sizes()) != len(self.table_sizes()):
+            raise ValueError(
+                f"multi_hot_sizes has {len(self.bag_sizes())} entries, cardinalities {len(self.table_sizes())}"
+            )
+        if self.path is not None:
+            given = sorted(self.model_fields_set - READ_OPTIONS)
+            if given:
+                raise ValueError(f"with path, the generation options come from the cache's manifest; remove "
+                                 f"{', '.join(given)}")
+        return self
+
+
+SplitProtocol = Literal["dlrm-7day", "last-day", "random", "temporal"]
+
+
+class PreparedOptions(DatasetOptions):
+    path: str = Field(description="folder written by `dlrs-bench data prepare`")
+    split_fractions: SplitFractions = (0.8, 0.1, 0.1)
+    split_seed: Seed = 2018
+    multi_hot_sizes: list[PositiveInt] | Literal["mlperf"] | None = Field(
+        None, description="MLPerf-style multi-hot synthesis: ids per bag per table ('mlperf' = DLRM-DCNv2 sizes)"
+    )
+
+    def check_data(self) -> list[Table]:
+        with prepared_cache(self) as cache:
+            manifest = cache.manifest
+        bag_sizes(self, len(manifest.features))
+        check_split(manifest, self)
+        return list(manifest.features.items())
+
+
+class CriteoKaggleOptions(PreparedOptions):
+    name: Literal["criteo-kaggle"] = "criteo-kaggle"
+    split: SplitProtocol = "dlrm-7day"
+
+
+class CriteoTerabyteOptions(PreparedOptions):
+    name: Literal["criteo-tb"] = "criteo-tb"
+    split: SplitProtocol = "last-day"
+
+
+class AvazuOptions(PreparedOptions):
+    name: Literal["avazu"] = "avazu"
+    split: SplitProtocol = "random"
+
+
+class MovieLensPreparedOptions(PreparedOptions):
+    name: Literal["movielens"] = "movielens"
+    split: SplitProtocol = "random"
+
+
+def bag_sizes(options: PreparedOptions, num_features: int) -> list[int]:
+    """Ids per bag of each feature (1 = the prepared one-hot data as is)."""
+    sizes = MLPERF_MULTI_HOT if options.multi_hot_sizes == "mlperf" else options.multi_hot_sizes or [1] * num_features
+    if len(sizes) != num_features:
+        raise UserInputError(f"multi_hot_sizes has {len(sizes)} entries for {num_features} sparse features")
+    return list(sizes)
+
+
+def synthetic_cache(path: str) -> Cache:
+    """The opened cache written by ``dlrs-bench data prepare synthetic`` at ``path`` (files checked)."""
+    from dlrs_bench.data.cache import open_cache  # numpy: only where a cache is read
+
+    cache = open_cache(Path(path))
+    if cache.manifest.dataset != "synthetic" or cache.manifest.splits is None:
+        cache.close()
+        raise UserInputError(f"{path}: holds a prepared {cache.manifest.dataset!r}, not a synthetic cache from "
+                             "`dlrs-bench data prepare synthetic`")
+    return cache
+
+
+def prepared_cache(options: PreparedOptions) -> Cache:
+    """The opened prepared cache ``options.path`` (files checked), which must hold ``options.name``."""
+    from dlrs_bench.data.cache import open_cache  # numpy: only where a cache is read
+
+    cache = open_cache(Path(options.path))
+    if cache.manifest.dataset != options.name:
+        cache.close()
+        raise UserInputError(f"{options.path}: holds a prepared {cache.manifest.dataset!r}, not {options.name!r}")
+    return cache
+
+
+def check_split(manifest: Manifest, options: PreparedOptions) -> int:
+    """Rows ``[0, r)`` the split protocol trains on, after checking the cache allows the protocol."""
+    if options.split == "temporal" and manifest.shuffle is not None:
+        raise UserInputError(f"{options.path}: split 'temporal' needs rows in file order, but this cache was "
+                             f"shuffled when prepared (seed {manifest.shuffle.seed})")
+    try:
+        return train_rows(manifest.rows, manifest.parts, options.split)
+    except ValueError as e:
+        raise UserInputError(f"{options.path}: {e}") from None

@@ -221,22 +221,25 @@ def fit(
     """Fit L(x) = α·x^(−β) + γ to finished results (seeds 001/003) with bootstrap intervals."""
     import json
 
-    from dlrs_bench.compare.fit import compare_with_seed003, fit_power_law
+    from dlrs_bench.compare.fit import compare_with_seed003, fit_points, fit_power_law
     from dlrs_bench.compare.reference import load_reference
     from dlrs_bench.results.collect import load_results
 
+    left_out: list[str] = []  # results without a usable point, each with why
     try:
-        finished = [r for r in load_results(results) if r.status in ("reached", "not_reached")]
-        points = [(_resource(r, x.value), _quality(r, y.value)) for r in finished]
-        result = fit_power_law([p[0] for p in points], [p[1] for p in points])
+        xs, ys, left_out = fit_points(load_results(results), x.value, y.value)
+        result = fit_power_law(xs, ys)
         checks = compare_with_seed003(result, x.value, load_reference(SEED003_TABLE)) if seed003 else []
     except UserInputError as e:
         raise _invalid(e) from None
     except ValueError as e:
-        raise _invalid(UserInputError(f"cannot fit: {e}")) from None
+        raise _invalid(UserInputError(f"cannot fit: {e}{_left_out(left_out)}")) from None
     if as_json:
-        console.print_json(json.dumps({"x": x.value, "y": y.value, **result.to_json(), "seed003": checks}))
+        console.print_json(json.dumps({"x": x.value, "y": y.value, **result.to_json(), "seed003": checks,
+                                       "left_out": left_out}))
         return
+    if left_out:
+        say(err_console, ("note:", "yellow"), _left_out(left_out))
     say(console, f"L({x.value}) = α·x^(−β) + γ over {result.points} results ({y.value} of the best evaluation)")
     for name in ("alpha", "beta", "gamma"):
         low, high = getattr(result, f"{name}_ci")
@@ -264,25 +267,10 @@ def _check_folder(path: Path, flag: str) -> None:
             return
 
 
-def _resource(result, x: str) -> float:
-    """samples consumed, total parameters, or training FLOPs (forward FLOPs/sample × samples)."""
-    samples = result.timing.samples if result.timing else None
-    params = result.model.total_params if result.model else None
-    flops = result.model.flops_per_sample * samples if result.model and samples is not None else None
-    value = {"samples": samples, "params": params, "flops": flops}[x]
-    if value is None:
-        raise UserInputError(f"{result.suite}/{result.scenario_id} seed {result.seed}: the result has no {x} "
-                             "(timing.samples or the model section is missing)")
-    return value
-
-
-def _quality(result, y: str) -> float:
-    best = result.best_metrics or result.metrics
-    value = getattr(best, y, None) if best is not None else None
-    if value is None:
-        raise UserInputError(f"{result.suite}/{result.scenario_id} seed {result.seed}: the result has no {y} "
-                             "(metrics missing)")
-    return value
+def _left_out(notes: list[str], named: int = 10) -> str:
+    """`` (N result(s) left out: a; b; ...)`` for the results a fit could not use; empty when none."""
+    more = [f"and {len(notes) - named} more"] if len(notes) > named else []
+    return f" ({len(notes)} result(s) left out: {'; '.join(notes[:named] + more)})" if notes else ""
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Prepare datasets into the binary cache.")

@@ -72,7 +72,8 @@ def test_readers_and_writers_refuse_what_is_not_a_folder_or_a_result(tmp_path):
     (tmp_path / "nulls").mkdir()
     (tmp_path / "nulls" / "seed0.json").write_text(json.dumps(data))
     nulls = invoke("fit", str(tmp_path / "nulls"), "--x", "samples", "--y", "ne")
-    assert nulls.exit_code == 2 and "has no samples" in nulls.output and "Traceback" not in nulls.output
+    assert nulls.exit_code == 2 and "Traceback" not in nulls.output  # the only result is left out: nothing to fit
+    assert "1 result(s) left out" in nulls.output and "seed 0: no samples (timing.samples)" in nulls.output
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
     suite = write(tmp_path / "t.yaml", tiny_suite())

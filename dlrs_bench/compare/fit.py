@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.optimize import least_squares
+
+from dlrs_bench.results.collect import number
+
+if TYPE_CHECKING:
+    from dlrs_bench.results.schema import ResultFile
 
 #: Relative improvement of L from doubling x at the largest x that counts as "high-return".
 HIGH_RETURN = 0.005
@@ -87,6 +93,53 @@ def fit_power_law(x: list[float] | np.ndarray, y: list[float] | np.ndarray, boot
         gamma_ci=(float(low[2]), float(high[2])),
         phase="high-return" if gain >= HIGH_RETURN else "saturating", gain_from_doubling=float(gain),
     )
+
+
+def resource(result: ResultFile, x: str) -> float | None:
+    """x of ``result`` for a fit: ``samples`` (training samples consumed), ``params`` (total parameters) or
+    ``flops`` (forward FLOPs per sample x samples); None when the result lacks it."""
+    samples = number(result.timing.samples) if result.timing else None
+    if x == "samples":
+        return samples
+    if result.model is None:
+        return None
+    if x == "params":
+        return number(result.model.total_params)
+    per_sample = number(result.model.flops_per_sample)
+    return number(per_sample * samples) if per_sample is not None and samples is not None else None
+
+
+def quality(result: ResultFile, y: str) -> float | None:
+    """Metric ``y`` of the best evaluation (of the final one in results without a best), None if missing."""
+    best = result.best_metrics or result.metrics
+    return number(getattr(best, y, None)) if best is not None else None
+
+
+#: Where each x comes from in a result file (for the note on a result left out of a fit).
+RESOURCE_FIELDS = {"samples": "timing.samples", "params": "model.total_params",
+                   "flops": "model.flops_per_sample x timing.samples"}
+
+
+def fit_points(results: list[ResultFile], x: str, y: str) -> tuple[list[float], list[float], list[str]]:
+    """The (x, y) points of ``results`` to fit, and one note per result left out: failed or diverged runs,
+    and finished ones without a positive x or without y."""
+    xs: list[float] = []
+    ys: list[float] = []
+    left: list[str] = []
+    for r in results:
+        which = f"{r.suite}/{r.scenario_id} seed {r.seed}"
+        if r.status not in ("reached", "not_reached"):
+            left.append(f"{which}: {r.status}")
+            continue
+        rx, ry = resource(r, x), quality(r, y)
+        missing = ([f"no {x} ({RESOURCE_FIELDS[x]})" if rx is None else f"{x} {rx:g} ≤ 0"]
+                   if rx is None or rx <= 0 else []) + ([f"no {y}"] if ry is None else [])
+        if missing:
+            left.append(f"{which}: {', '.join(missing)}")
+            continue
+        xs.append(rx)
+        ys.append(ry)
+    return xs, ys, left
 
 
 #: ``--x`` of ``dlrs-bench fit`` → the seed 003 resource it corresponds to.

@@ -8,13 +8,19 @@ Plots (each only when the results hold what it needs):
   L(x) = α·x^(−β) + γ when a fit is possible;
 - ``throughput_vs_ranks.png``: training samples/s against the number of ranks (GPUs or gloo
   processes), per method, with ideal linear scaling from each method's fewest ranks.
+
+Any number of a result may be missing (null in the file, or NaN in one written before strict JSON):
+a run without the numbers a plot needs is left out of it, and the plot's caption names it with
+what it lacks; the table of runs shows a missing number as ``–``.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -22,29 +28,71 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dlrs_bench.compare.fit import fit_power_law  # noqa: E402
+from dlrs_bench.compare.fit import fit_power_law, resource  # noqa: E402
+from dlrs_bench.results.collect import label, method, number  # noqa: E402
 from dlrs_bench.results.schema import ResultFile  # noqa: E402
 
+#: Statuses of runs whose numbers are plotted (a failed or diverged run's are not).
+FINISHED = ("reached", "not_reached")
+#: How a missing number is shown in the table.
+MISSING = "–"
+#: Runs named in a caption's "left out" note before "and N more".
+NAMED = 6
 
-def _finished(results: list[ResultFile]) -> list[ResultFile]:
-    return [r for r in results if r.status in ("reached", "not_reached") and r.best_metrics and r.embedding]
+Getter = Callable[[ResultFile], Any]
+#: A plotted run: its numbers (in the order asked for) and the run.
+Point = tuple[list[float], ResultFile]
+#: A written plot: its file name, its caption, and a note naming the runs left out of it (or "").
+Figure = tuple[str, str, str]
 
 
-def _by_method(results: list[ResultFile]) -> dict[str, list[tuple[float, ResultFile]]]:
-    methods: dict[str, list[tuple[float, ResultFile]]] = defaultdict(list)
+def _best(metric: str) -> Getter:
+    return lambda r: getattr(r.best_metrics, metric) if r.best_metrics else None
+
+
+def _ratio(r: ResultFile) -> Any:
+    return r.embedding.compression_ratio if r.embedding else None
+
+
+def _mib(r: ResultFile) -> float | None:
+    size = number(r.embedding.bytes) if r.embedding else None
+    return size / 2**20 if size is not None else None
+
+
+def _time_to_target(r: ResultFile) -> Any:
+    return r.target.time_to_target_s if r.target else None
+
+
+def _samples_per_s(r: ResultFile) -> Any:
+    return r.timing.samples_per_s if r.timing else None
+
+
+def _numbers(results: list[ResultFile], getters: dict[str, Getter],
+             positive: tuple[str, ...] = ()) -> tuple[list[Point], list[str]]:
+    """The runs that have every number of ``getters`` (those named in ``positive`` above 0: they go on
+    a log axis), with the numbers; and for every other run ``"<label> seed <k> (<what it lacks>)"``."""
+    kept: list[Point] = []
+    left: list[str] = []
     for r in results:
-        methods[str(r.scenario["compressor"]["kind"])].append((r.embedding.compression_ratio, r))
-    return {m: sorted(points, key=lambda p: p[0]) for m, points in methods.items()}
+        values, missing = [], []
+        for name, get in getters.items():
+            value = number(get(r))
+            if value is None or (name in positive and value <= 0):
+                missing.append(name if value is None else f"{name} ≤ 0")
+            values.append(value)
+        if missing:
+            left.append(f"{label(r)} seed {r.seed} ({', '.join(missing)})")
+        else:
+            kept.append((values, r))
+    return kept, left
 
 
-def _mean_by_ratio(points: list[tuple[float, ResultFile]], value) -> tuple[list[float], list[float]]:
-    grouped: dict[float, list[float]] = defaultdict(list)
-    for ratio, r in points:
-        v = value(r)
-        if v is not None:
-            grouped[round(ratio, 6)].append(v)
-    xs = sorted(grouped)
-    return xs, [statistics.fmean(grouped[x]) for x in xs]
+def _left_out_note(left: list[str]) -> str:
+    """`` Left out, missing a number: a seed 0 (best AUC), ...`` (empty when nothing was left out)."""
+    if not left:
+        return ""
+    more = f" and {len(left) - NAMED} more" if len(left) > NAMED else ""
+    return f" Left out, missing a number: {'; '.join(left[:NAMED])}{more}."
 
 
 def _save(fig, out: Path, name: str) -> str:
@@ -54,28 +102,36 @@ def _save(fig, out: Path, name: str) -> str:
     return name
 
 
-def plot_ratio(results: list[ResultFile], out: Path, name: str, value, ylabel: str) -> str | None:
-    curves = {m: _mean_by_ratio(points, value) for m, points in sorted(_by_method(results).items())}
-    curves = {m: (xs, ys) for m, (xs, ys) in curves.items() if xs}
+def plot_ratio(results: list[ResultFile], out: Path, name: str, value: Getter, what: str, ylabel: str,
+               caption: str) -> Figure | None:
+    """``value`` (``what``, for the note on runs without it) against the achieved compression ratio,
+    one line per method (mean over seeds); None unless some method was measured at two ratios."""
+    points, left = _numbers(results, {"compression ratio": _ratio, what: value}, positive=("compression ratio",))
+    grouped: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for (ratio, v), r in points:
+        grouped[method(r)][round(ratio, 6)].append(v)
+    curves = {m: (sorted(by_ratio), [statistics.fmean(by_ratio[x]) for x in sorted(by_ratio)])
+              for m, by_ratio in sorted(grouped.items())}
     if not any(len(xs) > 1 for xs, _ in curves.values()):
         return None  # no method measured at two ratios
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method, (xs, ys) in curves.items():
-        ax.plot(xs, ys, marker="o", label=method)
+    for m, (xs, ys) in curves.items():
+        ax.plot(xs, ys, marker="o", label=m)
     ax.set_xscale("log")
     ax.set_xlabel("achieved compression ratio (all tables)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out, name)
+    return _save(fig, out, name), caption, _left_out_note(left)
 
 
-def plot_pareto(results: list[ResultFile], out: Path) -> str | None:
-    points = sorted(((r.embedding.bytes / 2**20, r.best_metrics.auc, r) for r in results), key=lambda p: p[0])
+def plot_pareto(results: list[ResultFile], out: Path) -> Figure | None:
+    kept, left = _numbers(results, {"embedding bytes": _mib, "best AUC": _best("auc")}, positive=("embedding bytes",))
+    points = sorted(((mib, auc) for (mib, auc), _ in kept), key=lambda p: p[0])
     if len(points) < 2:
         return None
     front, best = [], -np.inf
-    for mib, auc, _ in points:
+    for mib, auc in points:
         if auc > best:
             front.append((mib, auc))
             best = auc
@@ -87,15 +143,13 @@ def plot_pareto(results: list[ResultFile], out: Path) -> str | None:
     ax.set_ylabel("best AUC")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out, "pareto.png")
+    caption = "Best AUC against embedding memory, with the Pareto front."
+    return _save(fig, out, "pareto.png"), caption, _left_out_note(left)
 
 
-def plot_scaling(results: list[ResultFile], out: Path, x: str) -> tuple[str, str] | None:
-    def resource(r: ResultFile) -> float:
-        samples = r.timing.samples or 0
-        return {"samples": samples, "params": r.model.total_params, "flops": r.model.flops_per_sample * samples}[x]
-
-    pts = [(resource(r), r.best_metrics.ne) for r in results if r.timing and r.model]
+def plot_scaling(results: list[ResultFile], out: Path, x: str) -> Figure | None:
+    kept, left = _numbers(results, {x: lambda r: resource(r, x), "best NE": _best("ne")}, positive=(x,))
+    pts = [(rx, ne) for (rx, ne), _ in kept]
     if len({p[0] for p in pts}) < 3:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -107,14 +161,14 @@ def plot_scaling(results: list[ResultFile], out: Path, x: str) -> tuple[str, str
         ax.plot(grid, fit.predict(grid), color="C3",
                 label=f"{fit.alpha:.3g}·x^-{fit.beta:.3f} + {fit.gamma:.3f} (R² {fit.r2:.3f})")
         caption += f": fit α = {fit.alpha:.3g}, β = {fit.beta:.3f}, γ = {fit.gamma:.3f}, R² = {fit.r2:.3f}, {fit.phase}"
-    except ValueError:
-        pass
+    except ValueError as e:
+        caption += f" (no fit: {e})"
     ax.set_xscale("log")
     ax.set_xlabel(x)
     ax.set_ylabel("best NE")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out, f"scaling_{x}.png"), caption
+    return _save(fig, out, f"scaling_{x}.png"), caption + ".", _left_out_note(left)
 
 
 def world_size(r: ResultFile) -> int:
@@ -124,28 +178,28 @@ def world_size(r: ResultFile) -> int:
 
 def scaling_efficiency(results: list[ResultFile]) -> dict[str, list[tuple[int, float, float]]]:
     """Per method: ``[(ranks, mean samples/s, efficiency)]`` by rank count, where efficiency is the
-    throughput divided by (ranks / fewest ranks) x the throughput at the fewest ranks."""
+    throughput divided by (ranks / fewest ranks) x the throughput at the fewest ranks (runs without
+    a positive samples/s are left out)."""
     grouped: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in results:
-        if r.timing and r.timing.samples_per_s:
-            grouped[str(r.scenario["compressor"]["kind"])][world_size(r)].append(r.timing.samples_per_s)
+    for (samples_per_s,), r in _numbers(results, {"samples/s": _samples_per_s}, positive=("samples/s",))[0]:
+        grouped[method(r)][world_size(r)].append(samples_per_s)
     out = {}
-    for method, by_ranks in grouped.items():
+    for m, by_ranks in grouped.items():
         ranks = sorted(by_ranks)
         base_ranks, base = ranks[0], statistics.fmean(by_ranks[ranks[0]])
-        out[method] = [(n, statistics.fmean(by_ranks[n]), statistics.fmean(by_ranks[n]) / (base * n / base_ranks))
-                       for n in ranks]
+        out[m] = [(n, statistics.fmean(by_ranks[n]), statistics.fmean(by_ranks[n]) / (base * n / base_ranks))
+                  for n in ranks]
     return out
 
 
-def plot_ranks(results: list[ResultFile], out: Path) -> tuple[str, str] | None:
+def plot_ranks(results: list[ResultFile], out: Path) -> Figure | None:
     curves = {m: points for m, points in sorted(scaling_efficiency(results).items()) if len(points) > 1}
     if not curves:
         return None  # no method measured at two rank counts
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, (method, points) in enumerate(curves.items()):
+    for i, (m, points) in enumerate(curves.items()):
         ranks = [p[0] for p in points]
-        ax.plot(ranks, [p[1] for p in points], marker="o", color=f"C{i}", label=method)
+        ax.plot(ranks, [p[1] for p in points], marker="o", color=f"C{i}", label=m)
         ax.plot(ranks, [points[0][1] * n / ranks[0] for n in ranks], ls=":", color=f"C{i}", alpha=0.6)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -155,42 +209,66 @@ def plot_ranks(results: list[ResultFile], out: Path) -> tuple[str, str] | None:
     ax.legend(fontsize=8, title="dotted: linear scaling")
     caption = "Training samples/s against ranks; scaling efficiency at the most ranks: " + ", ".join(
         f"{m} {p[-1][2]:.0%} at {p[-1][0]}" for m, p in curves.items())
-    return _save(fig, out, "throughput_vs_ranks.png"), caption
+    left = _numbers(results, {"samples/s": _samples_per_s}, positive=("samples/s",))[1]
+    return _save(fig, out, "throughput_vs_ranks.png"), caption + ".", _left_out_note(left)
+
+
+def _cell(value: Any, spec: str) -> str:
+    number_ = number(value)
+    return MISSING if number_ is None else format(number_, spec)
+
+
+def _text(value: str) -> str:
+    """``value`` safe in a markdown table cell."""
+    return " ".join(value.split()).replace("|", "\\|")
+
+
+def _status(r: ResultFile) -> str:
+    diverged = (r.model_extra or {}).get("diverged")
+    step = diverged.get("step") if isinstance(diverged, dict) else None
+    return f"diverged at step {step}" if r.status == "diverged" and isinstance(step, int) else r.status
+
+
+def table_row(r: ResultFile) -> str:
+    """One markdown row of the table of runs; a missing number is ``–``."""
+    best = r.best_metrics
+    cells = [
+        _text(label(r)), str(r.seed), _status(r),
+        _cell(best.auc if best else None, ".4f"),
+        _cell(best.ne if best else None, ".4f"),
+        _cell(_ratio(r), ".1f"),
+        _cell(r.model.total_params if r.model else None, ",.0f"),
+        _cell(_time_to_target(r), ".1f"),
+    ]
+    return f"| {' | '.join(cells)} |"
 
 
 def write_report(results: list[ResultFile], out: Path) -> Path:
     """Write the plots and ``report.md`` into ``out``; returns the markdown path."""
     out.mkdir(parents=True, exist_ok=True)
-    finished = _finished(results)
-    sections = [f"# dlrs-bench report\n\n{len(results)} result(s), {len(finished)} finished "
-                f"({len(results) - len(finished)} failed or diverged).\n"]
+    finished = [r for r in results if r.status in FINISHED]
+    counts = ", ".join(f"{sum(r.status == s for r in results)} {s.replace('_', ' ')}"
+                       for s in ("reached", "not_reached", "diverged", "failed"))
+    sections = [f"# dlrs-bench report\n\n{len(results)} result(s): {counts}. Plots show the reached and "
+                "not reached runs.\n"]
+    reached = [r for r in finished if r.status == "reached"]
     figures = [
-        (plot_ratio(finished, out, "auc_vs_ratio.png", lambda r: r.best_metrics.auc, "best AUC"),
-         "Best AUC against compression ratio, per method (mean over seeds)."),
-        (plot_ratio(finished, out, "time_to_target_vs_ratio.png",
-                    lambda r: r.target.time_to_target_s if r.target else None, "time to target (s)"),
-         "Time to target against compression ratio (runs that reached it)."),
-        (plot_pareto(finished, out), "Best AUC against embedding memory, with the Pareto front."),
+        plot_ratio(finished, out, "auc_vs_ratio.png", _best("auc"), "best AUC", "best AUC",
+                   "Best AUC against compression ratio, per method (mean over seeds)."),
+        plot_ratio(reached, out, "time_to_target_vs_ratio.png", _time_to_target, "time to target",
+                   "time to target (s)",
+                   "Time to target against compression ratio (runs that reached it)."),
+        plot_pareto(finished, out),
+        *(plot_scaling(finished, out, x) for x in ("samples", "params", "flops")),
+        plot_ranks(finished, out),
     ]
-    for x in ("samples", "params", "flops"):
-        scaling = plot_scaling(finished, out, x)
-        if scaling:
-            figures.append(scaling)
-    ranks = plot_ranks(finished, out)
-    if ranks:
-        figures.append(ranks)
-    for name, caption in figures:
-        if name:
-            sections.append(f"![{caption}]({name})\n\n{caption}\n")
+    for figure in figures:
+        if figure:
+            name, caption, note = figure
+            sections.append(f"![{caption}]({name})\n\n{caption}{note}\n")
     rows = ["| scenario | seed | status | best AUC | best NE | ratio | params | time → target s |",
             "|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        label = (r.model_extra or {}).get("label", r.scenario_id)
-        b = r.best_metrics
-        rows.append(f"| {label} | {r.seed} | {r.status} | {b.auc:.4f} | {b.ne:.4f} | "
-                    f"{r.embedding.compression_ratio:.1f} | {r.model.total_params:,} | "
-                    f"{r.target.time_to_target_s if r.target and r.target.time_to_target_s else '–'} |"
-                    if b and r.embedding and r.model else f"| {label} | {r.seed} | {r.status} | – | – | – | – | – |")
+    rows += [table_row(r) for r in results]
     sections.append("\n".join(rows) + "\n")
     path = out / "report.md"
     path.write_text("\n".join(sections), encoding="utf-8")

@@ -17,6 +17,7 @@ from typing import Any
 
 from scipy import stats
 
+from dlrs_bench.results.collect import label, number, spec_section
 from dlrs_bench.results.schema import ResultFile
 
 #: Quality metrics: (higher is better, default tolerance as an absolute difference).
@@ -62,9 +63,10 @@ class Comparison:
 
 
 def quality(result: ResultFile, metric: str) -> float | None:
+    """``metric`` of the best evaluation (of the final one without a best); None when it is missing
+    (null, or NaN in a file written before strict JSON)."""
     best = result.best_metrics or result.metrics
-    value = getattr(best, metric, None) if best is not None else None
-    return float(value) if value is not None else None
+    return number(getattr(best, metric, None)) if best is not None else None
 
 
 def group(results: list[ResultFile]) -> dict[tuple[str, str], list[ResultFile]]:
@@ -82,10 +84,9 @@ def compare_with_baseline(current: list[ResultFile], baseline: list[ResultFile],
     base_groups = group(baseline)
     out = []
     for key, runs in sorted(group(current).items()):
-        label = str((runs[0].model_extra or {}).get("label", key[1]))
         times = _time_ratios(runs, base_groups.get(key, []))
         for metric in metrics:
-            out.append(_judge(key, label, metric, runs, base_groups.get(key, []), times,
+            out.append(_judge(key, label(runs[0]), metric, runs, base_groups.get(key, []), times,
                               (tolerances or {}).get(metric, QUALITY[metric][1])))
     return out
 
@@ -97,8 +98,9 @@ UNUSABLE = ("failed", "diverged")
 def _why(run: ResultFile) -> str:
     """``<seed>: <error type>`` of a failed run, ``<seed>: diverged at step N`` of a diverged one."""
     if run.status == "diverged":
-        step = (run.model_extra or {}).get("diverged", {}).get("step")
-        return f"{run.seed}: diverged at step {step}"
+        diverged = (run.model_extra or {}).get("diverged")
+        step = diverged.get("step") if isinstance(diverged, dict) else None
+        return f"{run.seed}: diverged" + (f" at step {step}" if step is not None else "")
     return f"{run.seed}: {run.error.type if run.error else 'failed'}"
 
 
@@ -134,7 +136,7 @@ def _judge(key: tuple[str, str], label: str, metric: str, runs: list[ResultFile]
 def _time_ratios(runs: list[ResultFile], base: list[ResultFile]) -> dict[str, float]:
     """current / baseline of mean iter p50 and time to target, where both exist."""
     def mean(values: list[float | None]) -> float | None:
-        known = [v for v in values if v is not None]
+        known = [number(v) for v in values if number(v) is not None]
         return statistics.fmean(known) if known and len(known) == len(values) else None
 
     pairs = {
@@ -153,20 +155,20 @@ def _time_ratios(runs: list[ResultFile], base: list[ResultFile]) -> dict[str, fl
 
 def scenario_keys(result: ResultFile) -> dict[str, Any]:
     """The reference-table match keys of a result's scenario."""
-    spec = result.scenario
-    compressor = spec.get("compressor", {})
+    compressor, model, train = (spec_section(result, k) for k in ("compressor", "model", "train"))
+    ratio = compressor.get("ratio", 1.0 if "kind" in compressor else None)
     keys = {
-        "dataset": spec["dataset"]["name"],
-        "model": spec["model"]["name"],
-        "compressor": compressor.get("kind", "none"),
-        "ratio": float(compressor.get("ratio", 1.0)),
-        "dim": spec["model"].get("embedding_dim"),
+        "dataset": spec_section(result, "dataset").get("name"),
+        "model": model.get("name"),
+        "compressor": compressor.get("kind"),
+        "ratio": number(ratio),
+        "dim": model.get("embedding_dim"),
         "chunk": compressor.get("chunk"),
         "gradient": compressor.get("gradient"),
         "fusion": compressor.get("fusion"),
-        "split": spec.get("train", {}).get("eval_split"),
-        "batch_size": spec.get("train", {}).get("batch_size"),
-        "gpus": spec.get("gpus") or None,
+        "split": train.get("eval_split"),
+        "batch_size": train.get("batch_size"),
+        "gpus": result.scenario.get("gpus") or None,
     }
     return {k: v for k, v in keys.items() if v is not None}
 
@@ -176,17 +178,16 @@ def compare_with_reference(current: list[ResultFile], tables: list[Any]) -> list
     every match key equals the scenario's; a scenario no row matches is NOT_COMPARABLE."""
     out = []
     for key, runs in sorted(group(current).items()):
-        label = str((runs[0].model_extra or {}).get("label", key[1]))
         keys = scenario_keys(runs[0])
         matched = [(t, row) for t in tables for row in t.rows
                    if row.metric in QUALITY and all(keys.get(k) == v for k, v in row.keys().items())]
         if not matched:
-            wanted = ", ".join(f"{k}={keys[k]}" for k in ("dataset", "model", "compressor", "ratio"))
-            out.append(Comparison(key[0], key[1], label, "-", "NOT_COMPARABLE", None, None, None, None,
+            wanted = ", ".join(f"{k}={keys.get(k, '?')}" for k in ("dataset", "model", "compressor", "ratio"))
+            out.append(Comparison(key[0], key[1], label(runs[0]), "-", "NOT_COMPARABLE", None, None, None, None,
                                   f"no published row for {wanted}", {}))
             continue
         for table, row in matched:
-            out.append(_judge_reference(key, label, runs, table, row))
+            out.append(_judge_reference(key, label(runs[0]), runs, table, row))
     return out
 
 

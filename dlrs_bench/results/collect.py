@@ -1,8 +1,15 @@
-"""Reading result files back: from files and folders, skipping ``history/``."""
+"""Reading result files back: from files and folders, skipping ``history/``; numbers as readers see them.
+
+Many numbers of a result may be null (a failed or diverged run, a section that does not apply) and
+files written before strict JSON may hold NaN or an infinity where a number was not measured:
+readers take every number through :func:`number`, which gives a finite float or None.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -39,3 +46,33 @@ def load_results(paths: list[Path]) -> list[ResultFile]:
             field = ".".join(map(str, first["loc"])) or "(file)"
             raise UserInputError(f"{path}: not a dlrs-bench result file ({field}: {first['msg']})") from None
     return results
+
+
+def number(value: Any) -> float | None:
+    """``value`` as a finite float; None for null, NaN, an infinity, a number too large for a float
+    or anything else that is not a number (readers show it as missing)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def label(result: ResultFile) -> str:
+    """The scenario's display label, else its id."""
+    text = (result.model_extra or {}).get("label")
+    return text if isinstance(text, str) and text else result.scenario_id
+
+
+def spec_section(result: ResultFile, key: str) -> dict[str, Any]:
+    """``result.scenario[key]`` when it is a mapping, else ``{}`` (the scenario is free-form in the schema)."""
+    section = result.scenario.get(key)
+    return section if isinstance(section, dict) else {}
+
+
+def method(result: ResultFile) -> str:
+    """The compressor kind of the result's scenario (``unknown`` when the scenario does not name one)."""
+    kind = spec_section(result, "compressor").get("kind")
+    return str(kind) if kind is not None else "unknown"

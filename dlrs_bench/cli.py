@@ -101,14 +101,19 @@ def run(
 
 
 @app.command()
-def validate(files: Annotated[list[Path], typer.Argument(help="suite YAML files")]) -> None:
-    """Check suite files without running them."""
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="suite YAML files")],
+    portable: Annotated[bool, typer.Option(
+        "--portable", help="check only what holds on any machine: not the datasets' files, table sizes against "
+        "compression ratios, or the cores gloo ranks need (for a suite meant for another machine)")] = False,
+) -> None:
+    """Check suite files without running them (nor importing torch)."""
     from dlrs_bench.config.expand import load_suite
 
     problems: list[str] = []
     for path in files:
         try:
-            loaded = load_suite(path)
+            loaded = load_suite(path, machine_checks=not portable)
         except UserInputError as e:
             problems.extend(e.lines)
             continue
@@ -369,7 +374,8 @@ def _prepare_synthetic(rows: int | None, settings: list[str], out: Path, progres
     from pydantic import ValidationError
 
     from dlrs_bench.data.cache import CacheWriter
-    from dlrs_bench.data.synthetic import READ_OPTIONS, SyntheticOptions, write_synthetic
+    from dlrs_bench.data.options import READ_OPTIONS, SyntheticOptions
+    from dlrs_bench.data.synthetic import write_synthetic
 
     values: dict[str, Any] = {}
     for item in settings:

@@ -269,6 +269,12 @@ class Cache:
             os.close(fd)
         self._fds = {}
 
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __del__(self) -> None:
         if getattr(self, "_fds", None):
             self.close()

@@ -9,14 +9,12 @@ import traceback
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from dlrs_bench.config.expand import ResolvedScenario, Suite
 from dlrs_bench.config.schema import Scenario
-from dlrs_bench.data.cache import open_cache
 from dlrs_bench.data.loading import DatasetCache
 from dlrs_bench.engine import distributed
 from dlrs_bench.engine.device import DeviceOverride, scenario_device
@@ -69,11 +67,6 @@ def plan(suite: Suite, name_filter: str | None, device_override: DeviceOverride,
                 f"machine has {torch.cuda.device_count()}; run across machines with torchrun (README, 'GPU use') "
                 "or with --device cpu (gloo ranks)")
         check_sharded_optimizer(spec, device, f"{suite.path}: scenario {scenario.label!r}")
-        if (cache := spec.dataset.cache_path()) is not None:  # a truncated or foreign cache: before anything runs
-            try:
-                open_cache(Path(cache)).close()
-            except UserInputError as e:
-                raise UserInputError(f"{suite.path}: scenario {scenario.label!r}: {e}") from None
         jobs.extend(Job(scenario, seed, device, threads) for seed in spec.seeds)
     return jobs
 

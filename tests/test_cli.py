@@ -367,8 +367,20 @@ def test_resume_skips_finished_runs_and_rerun_keeps_history(tmp_path):
     assert len(archived_logs) == 1 and archived_logs[0].read_bytes() == log_content
 
 
+def broken_movielens(folder: Path, broken: str = "ratings.csv") -> Path:
+    """A MovieLens folder whose files are there (so ``validate`` passes) but whose ``broken`` file
+    fails to parse when a run reads it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    movie = "xx" if broken == "movies.csv" else "1"
+    rating = "xx" if broken == "ratings.csv" else "1"
+    (folder / "ratings.csv").write_text(f"userId,movieId,rating,timestamp\n1,{rating},4.0,964982703\n")
+    (folder / "movies.csv").write_text(f"movieId,title,genres\n{movie},Toy Story (1995),Adventure\n")
+    return folder
+
+
 def test_resume_reruns_failed_runs(tmp_path):
-    suite = tiny_suite(matrix={"compressor": [{"kind": "qr", "ratio": 100000}]})  # unreachable: fails at build
+    dataset = {"name": "movielens-latest-small", "path": str(broken_movielens(tmp_path / "ml"))}
+    suite = tiny_suite(matrix={"dataset": [dataset]})  # fails when the ratings are read
     path = write(tmp_path / "fail.yaml", suite)
     results_dir = tmp_path / "results"
     assert invoke("run", path, "--results-dir", results_dir).exit_code == EXIT_FAILED
@@ -383,11 +395,12 @@ def test_resume_reruns_failed_runs(tmp_path):
 
 
 def test_failing_scenarios_are_recorded_and_the_others_complete(tmp_path):
-    missing = tmp_path / "no-such-movielens"
-    suite = tiny_suite(matrix={}, scenarios=[
+    ratings = broken_movielens(tmp_path / "bad-ratings", "ratings.csv")
+    movies = broken_movielens(tmp_path / "bad-movies", "movies.csv")
+    suite = tiny_suite(matrix={}, scenarios=[  # the two MovieLens folders raise when the data is read
         {},
-        {"compressor": {"kind": "qr", "ratio": 100000}},  # no QR of these tables reaches it: raises at build
-        {"dataset": {"name": "movielens-latest-small", "path": str(missing)}},  # raises when the data is read
+        {"dataset": {"name": "movielens-latest-small", "path": str(ratings)}},
+        {"dataset": {"name": "movielens-latest-small", "path": str(movies)}},
     ])
     path = write(tmp_path / "failing.yaml", suite)
     results_dir = tmp_path / "results"
@@ -405,13 +418,11 @@ def test_failing_scenarios_are_recorded_and_the_others_complete(tmp_path):
     (ok,) = by_status.get("reached", []) + by_status.get("not_reached", [])
     assert ok["scenario"]["compressor"]["kind"] == "none" and ok["error"] is None
 
-    failed = {r["scenario"]["dataset"]["name"]: r for r in by_status["failed"]}
-    qr = failed["synthetic"]
-    assert qr["error"]["type"] == "ValueError"
-    assert "cannot reach ratio 100000" in qr["error"]["message"]
-    movielens = failed["movielens-latest-small"]
-    assert movielens["error"]["type"] == "UserInputError"
-    assert str(missing) in movielens["error"]["message"]
+    failed = {r["scenario"]["dataset"]["path"]: r for r in by_status["failed"]}
+    for folder, file, message in [(ratings, "ratings.csv", "invalid literal"), (movies, "movies.csv", "expected")]:
+        error = failed[str(folder)]["error"]
+        assert error["type"] == "UserInputError"
+        assert error["message"].startswith(f"{folder / file}:2: {message}")
     for r in by_status["failed"]:
         for key in REQUIRED:
             assert key in r
@@ -535,7 +546,8 @@ def test_text_that_looks_like_rich_markup_is_printed_as_it_is(tmp_path):
     assert raw.exit_code == EXIT_INVALID and "[/x].tsv" in raw.output
     suite = tiny_suite(matrix={}, scenarios=[
         {"name": "[/bold] odd [red]name"},
-        {"name": "bad-data", "dataset": {"name": "movielens-latest-small", "path": str(tmp_path / "[/criteo]")}}])
+        {"name": "bad-data", "dataset": {"name": "movielens-latest-small",
+                                         "path": str(broken_movielens(tmp_path / "[/criteo]"))}}])
     ran = invoke("run", write(tmp_path / "odd.yaml", suite), "--results-dir", tmp_path / "r")
     assert ran.exit_code == EXIT_FAILED, ran.output
     text = " ".join(ran.output.split())
@@ -564,3 +576,44 @@ def test_a_run_that_diverges_is_diverged_not_reached_and_its_file_is_strict_json
     assert compared.exit_code == EXIT_FAILED and "diverged at step" in compared.output
     resumed = invoke("run", path, "--results-dir", tmp_path / "r", "--resume")
     assert "kept from an earlier run" in resumed.output  # a diverged run ended on its own: --resume keeps it
+
+
+# ---------------------------------------------------------------- validate: fast, torch-free, against the data
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_validate_and_ls_import_no_torch():
+    """What makes ``validate`` fast: no torch (nor TorchRec, nor numpy for suites without a cache)."""
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom dlrs_bench.cli import app\n"
+            "for args in (['validate', *sys.argv[1:]], ['ls', 'models'], ['ls', 'compressors'], ['ls', 'suites']):\n"
+            "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
+            "print(sorted(m for m in ('torch', 'torchrec', 'numpy') if m in sys.modules))")
+    suites = [str(p) for p in sorted((REPO / "suites").glob("*.yaml")) if "criteo" not in p.name]
+    out = subprocess.run([sys.executable, "-c", code, *suites], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_validate_checks_a_prepared_cache_and_its_tables(tmp_path):
+    """A synthetic cache written by ``data prepare``: a ratio its tables cannot reach and a truncated file are
+    found by ``validate`` (exit 2, the file named); ``--portable`` checks only what holds anywhere."""
+    cache = tmp_path / "syn"
+    assert invoke("data", "prepare", "synthetic", "--rows", "3000", "--out", str(cache),
+                  "--set", "cardinalities=[500, 40]").exit_code == EXIT_OK
+    suite = tiny_suite(matrix={"compressor": [{"kind": "hashing", "ratio": 4}]})
+    suite["defaults"]["dataset"] = {"name": "synthetic", "path": str(cache)}
+    path = write(tmp_path / "s.yaml", suite)
+    assert invoke("validate", path).exit_code == EXIT_OK
+    suite["matrix"]["compressor"] = [{"kind": "hashing", "ratio": 300}]
+    write(path, suite)
+    result = invoke("validate", path)
+    assert result.exit_code == EXIT_INVALID
+    assert "hashing on table t1 (40 rows): cannot reach ratio 300 (it gives 40x)" in " ".join(result.output.split())
+    assert invoke("validate", "--portable", path).exit_code == EXIT_OK
+    labels = cache / "labels.u8"
+    labels.write_bytes(labels.read_bytes()[:-10])
+    result = invoke("validate", path)
+    assert result.exit_code == EXIT_INVALID and str(labels) in " ".join(result.output.split())
+    assert "Traceback" not in result.output

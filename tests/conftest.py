@@ -48,6 +48,17 @@ def tiny_suite(name: str = "tiny", **overrides: Any) -> dict[str, Any]:
     return suite
 
 
+def broken_movielens(folder: Path, broken: str = "ratings.csv") -> Path:
+    """A MovieLens folder whose files are there (so ``validate`` passes) but whose ``broken`` file
+    fails to parse when a run reads it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    movie = "xx" if broken == "movies.csv" else "1"
+    rating = "xx" if broken == "ratings.csv" else "1"
+    (folder / "ratings.csv").write_text(f"userId,movieId,rating,timestamp\n1,{rating},4.0,964982703\n")
+    (folder / "movies.csv").write_text(f"movieId,title,genres\n{movie},Toy Story (1995),Adventure\n")
+    return folder
+
+
 @pytest.fixture
 def tiny_suite_dict() -> dict[str, Any]:
     return tiny_suite()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from conftest import tiny_suite
+from conftest import broken_movielens, tiny_suite
 from typer.testing import CliRunner
 
 from dlrs_bench.cli import app
@@ -365,17 +365,6 @@ def test_resume_skips_finished_runs_and_rerun_keeps_history(tmp_path):
     assert json.loads(result_file.read_text())["status"] in ("reached", "not_reached")
     archived_logs = sorted(history.glob("seed0*.mllog"))
     assert len(archived_logs) == 1 and archived_logs[0].read_bytes() == log_content
-
-
-def broken_movielens(folder: Path, broken: str = "ratings.csv") -> Path:
-    """A MovieLens folder whose files are there (so ``validate`` passes) but whose ``broken`` file
-    fails to parse when a run reads it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    movie = "xx" if broken == "movies.csv" else "1"
-    rating = "xx" if broken == "ratings.csv" else "1"
-    (folder / "ratings.csv").write_text(f"userId,movieId,rating,timestamp\n1,{rating},4.0,964982703\n")
-    (folder / "movies.csv").write_text(f"movieId,title,genres\n{movie},Toy Story (1995),Adventure\n")
-    return folder
 
 
 def test_resume_reruns_failed_runs(tmp_path):

@@ -216,18 +216,17 @@ def test_rank_zero_writes_the_event_log_and_rank_logs_are_kept(gloo_results):
 
 
 def test_a_scenario_failing_on_its_ranks_is_recorded_and_the_suite_goes_on(tmp_path):
-    suite = tiny_suite("failing")
+    suite = tiny_suite("failing", matrix={}, scenarios=[  # the ranks' first collective times out at once
+        {"name": "broken", "distributed": {"timeout_s": 1e-6}}, {"name": "none"}])
     suite["defaults"]["processes"] = 2
     suite["defaults"]["train"]["optimizer"] = "adagrad"
-    suite["matrix"]["compressor"] = [{"kind": "qr", "ratio": 64}, {"kind": "none"}]  # qr 64x is unreachable here
     result = invoke("run", write(tmp_path / "s.yaml", suite), "--results-dir", tmp_path / "r")
     assert result.exit_code == EXIT_FAILED
     results = results_of(tmp_path / "r", "failing")
-    failed = results["qr(ratio=64)"]
+    failed = results["broken"]
     assert failed["status"] == "failed"
     assert failed["error"]["type"] == "DistributedRunError"
-    message = failed["error"]["message"]
-    assert "of 2 failed: ValueError:" in message and "cannot reach ratio 64" in message
+    assert "of 2 failed:" in failed["error"]["message"]
     assert results["none"]["status"] == "reached"
 
 

@@ -502,7 +502,8 @@ def test_bundled_suites_are_valid(path):
         return
     with pytest.raises(UserInputError) as e:
         load_suite(path)
-    assert e.value.lines and all(f"dataset.path: {missing[0]}: not a prepared dataset" in line for line in e.value.lines)
+    expected = f"dataset.path: {missing[0]}: not a prepared dataset"
+    assert e.value.lines and all(expected in line for line in e.value.lines)
 
 
 def test_bundled_quickstart_suite_is_valid():
@@ -533,8 +534,10 @@ h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]
     (BOMB, "expands to more than 100,000 values"),
     ("name: x\nseeds: &s [*s]\n", "nested deeper than 64 levels"),
     ("name: x\ndefaults: " + "[" * 600 + "]" * 600 + "\n", "nested"),
-    ("name: x\ndescription: \"a\x07b\"\n", "YAML error"),
-    (b"name: caf\xe9\n", "not UTF-8 text"),
+    ("name: x\ndescription: \"a\x07b\"\n", r":2: character #x0007 is not allowed in YAML"),
+    (b"name: x\ndescription: caf\xe9\n", r":2: not UTF-8 text \(byte 24: invalid continuation byte\)"),
+    ("name: x\ndescription: x\n" + "# padding\n" * 120_000, r":104858: the file passes 1,048,576 bytes"),
+    ("name: x\ndefaults: " + "[\n" * 3000 + "]" * 3000 + "\n", r":\d+: nested too deeply"),  # past recursion
     ("name: x\nmatrix:\n" + "".join(f"  seeds.{i}: [1, 2, 3, 4, 5, 6]\n" for i in range(8)),
      "expands to 1,679,616 scenarios"),
 ])
@@ -672,3 +675,15 @@ def test_a_compressor_builds_exactly_what_validate_planned(kind, extra, ratio):
     assert plan[2] is None  # at the threshold: full
     per_table = account(build_embeddings(features, 8, options, torch.device("cpu"))).per_table
     assert [t.compressed for t in per_table] == [p is not None for p in plan]
+
+
+def test_numbers_that_no_field_can_hold_and_booleans_for_numbers_are_refused(write_suite):
+    """Integers past 64 bits (a table of 2^71 rows, 2^65 layers) and ``true`` where a number belongs."""
+    path = write_suite(HEADER.replace("rows: 2000}", "rows: 2000, cardinalities: [64, 2361183241434822606848]}")
+                       + "scenarios:\n  - {model: {name: wukong, num_layers: 36893488147419103232}}\n")
+    assert load_error(path).lines == [
+        f"{path}:3: defaults.dataset.cardinalities.1: 2361183241434822606848 does not fit in 64 bits",
+        f"{path}:7: scenarios.0.model.num_layers: 36893488147419103232 does not fit in 64 bits"]
+    path = write_suite(HEADER.replace("rows: 2000}", "rows: 2000, num_dense: true}"))
+    (line,) = load_error(path).lines
+    assert line.startswith(f"{path}:3: defaults.dataset.num_dense: Input should be a valid integer")

@@ -325,37 +325,6 @@ def problems(result: Any, path: Path, elapsed: float) -> list[str]:
     return out
 
 
-#: Known breaches of the contract in the YAML loader (dlrs_bench/config/yaml_lines.py, not this test's
-#: to fix), each (pattern of the problem, reason): a mutant whose every problem is a known one is marked
-#: xfail while it lasts; any other problem (an exception, a traceback, exit 1, slowness) fails.
-#: Found by this fuzzer, issue 12: these errors name the file but no line.
-KNOWN: list[tuple[str, str]] = [
-    (r"no file:line in .*(YAML error: unacceptable character|in \"<unicode string>\", position \d+)",
-     "issue 12: a control character is reported as 'FILE: YAML error: unacceptable character ...' without a "
-     "line, on two lines (PyYAML's ReaderError has a position, not a mark) - config/yaml_lines.py"),
-    (r"no file:line in .*: not UTF-8 text \(byte \d+",
-     "issue 12: a non-UTF-8 file is reported as 'FILE: not UTF-8 text (byte N: ...)' without a line "
-     "- config/yaml_lines.py"),
-    (r"no file:line in .*bytes; a YAML file here may hold at most",
-     "issue 12: a file over the size limit is reported as 'FILE: N bytes; ...' without a line "
-     "- config/yaml_lines.py"),
-    (r"no file:line in .*: nested too deeply \(at most \d+ levels\)",
-     "issue 12: nesting deep enough to exhaust the parser's recursion (~1000 levels) is reported as "
-     "'FILE: nested too deeply' without a line (shallower nesting gets FILE:LINE) - config/yaml_lines.py"),
-]
-
-
-def known(found: list[str]) -> list[str]:
-    """The reasons of KNOWN that explain every problem of ``found``; empty unless all are known."""
-    reasons = []
-    for problem in found:
-        reason = next((r for pattern, r in KNOWN if re.search(pattern, problem)), None)
-        if reason is None:
-            return []
-        reasons.append(reason)
-    return sorted(set(reasons))
-
-
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.id)
 def test_validate_a_mutant_exits_0_or_2_with_file_and_line(mutant: Mutant, tmp_path: Path) -> None:
     path = tmp_path / f"{mutant.id}.yaml"
@@ -363,10 +332,7 @@ def test_validate_a_mutant_exits_0_or_2_with_file_and_line(mutant: Mutant, tmp_p
     result, elapsed = validate(path)
     found = problems(result, path, elapsed)
     if found:
-        report = f"{mutant.id} ({mutant.what}): " + "; ".join(found) + "\n" + result.output[-3000:]
-        if reasons := known(found):
-            pytest.xfail(" | ".join(reasons))
-        pytest.fail(report)
+        pytest.fail(f"{mutant.id} ({mutant.what}): " + "; ".join(found) + "\n" + result.output[-3000:])
 
 
 def test_the_mutants_cover_every_suite_and_kind():

@@ -29,7 +29,7 @@ class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors, numbers are finite (``.inf`` and
     ``.nan`` would only fail, or loop, once a run starts), instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 #: A seed: torch and numpy take non-negative 64-bit seeds.

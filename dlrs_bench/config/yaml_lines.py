@@ -5,11 +5,13 @@ path (tuple of keys and list indexes) to its 1-based line number. Duplicate keys
 which PyYAML would silently collapse, are errors. Whatever the file holds, loading ends in
 the document or a ``file:line`` error, within limits: :data:`MAX_BYTES` of UTF-8 text,
 :data:`MAX_DEPTH` levels of nesting and :data:`MAX_NODES` values once aliases are expanded
-(so an alias bomb or a self-referencing alias is refused, not expanded).
+(so an alias bomb or a self-referencing alias is refused, not expanded), and integers that fit
+in 64 bits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +27,7 @@ MAX_NODES = 100_000
 
 def load_yaml(path: Path) -> tuple[Any, dict[Path_, int]]:
     """Parse ``path``; raise :class:`UserInputError` with ``file:line`` on syntax errors."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise UserInputError(f"{path}: {size:,} bytes; a YAML file here may hold at most {MAX_BYTES:,}")
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise UserInputError(f"{path}: cannot read: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise UserInputError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    text = _read_text(path)
     loader = None
     try:
         loader = yaml.SafeLoader(text)
@@ -43,19 +37,41 @@ def load_yaml(path: Path) -> tuple[Any, dict[Path_, int]]:
         lines: dict[Path_, int] = {(): node.start_mark.line + 1}
         _walk(node, (), lines, path, [0])  # before constructing: refuses alias bombs and cycles
         data = loader.construct_document(node)
+        _check_integers(data, (), lines, path)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 1
         context = f" ({e.context} on line {e.context_mark.line + 1})" if e.context and e.context_mark else ""
         raise UserInputError(f"{path}:{line}: YAML syntax error: {e.problem or e}{context}") from None
-    except yaml.YAMLError as e:  # the reader's errors (control characters) carry no mark
-        raise UserInputError(f"{path}: YAML error: {e}") from None
-    except RecursionError:
-        raise UserInputError(f"{path}: nested too deeply (at most {MAX_DEPTH} levels)") from None
+    except yaml.reader.ReaderError as e:  # control characters: the reader gives a character position
+        line = text.count("\n", 0, e.position) + 1
+        raise UserInputError(f"{path}:{line}: character #x{e.character:04x} is not allowed in YAML "
+                             f"({e.reason})") from None
+    except RecursionError:  # nesting too deep for the parser itself: where its reader had got to
+        line = loader.line + 1 if loader is not None else 1
+        raise UserInputError(f"{path}:{line}: nested too deeply (at most {MAX_DEPTH} levels)") from None
     finally:
         if loader is not None:
             loader.dispose()
     return data, lines
+
+
+def _read_text(path: Path) -> str:
+    """The UTF-8 text of ``path``, at most :data:`MAX_BYTES`; errors name the line where it goes wrong."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise UserInputError(f"{path}: cannot read: {e.strerror}") from None
+    if len(raw) > MAX_BYTES:
+        line = raw.count(b"\n", 0, MAX_BYTES) + 1
+        raise UserInputError(f"{path}:{line}: the file passes {MAX_BYTES:,} bytes on this line; a suite file may "
+                             f"hold at most {MAX_BYTES:,} ({path.stat().st_size:,} here)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise UserInputError(f"{path}:{line}: not UTF-8 text (byte {e.start}: {e.reason})") from None
 
 
 def _walk(node: yaml.Node, at: Path_, lines: dict[Path_, int], path: Path, visited: list[int]) -> None:
@@ -85,6 +101,26 @@ def _walk(node: yaml.Node, at: Path_, lines: dict[Path_, int], path: Path, visit
         for i, item in enumerate(node.value):
             lines[(*at, i)] = item.start_mark.line + 1
             _walk(item, (*at, i), lines, path, visited)
+
+
+def _check_integers(data: Any, at: Path_, lines: dict[Path_, int], path: Path) -> None:
+    """Refuse integers that no 64-bit field can hold (|x| >= 2^63), every one of them, with its line."""
+    found = [f"{path}:{line_of(lines, where)}: {'.'.join(map(str, where)) or '(top)'}: {value} does not fit in 64 "
+             "bits" for where, value in _integers(data, at) if abs(value) >= 2**63]
+    if found:
+        raise UserInputError(found[0], found)
+
+
+def _integers(data: Any, at: Path_) -> Iterator[tuple[Path_, int]]:
+    """(path, value) of every integer (not bool) in ``data``."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from _integers(value, (*at, key))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield from _integers(value, (*at, i))
+    elif isinstance(data, int) and not isinstance(data, bool):
+        yield at, data
 
 
 def line_of(lines: dict[Path_, int], at: Path_) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 if TYPE_CHECKING:
     import numpy as np
@@ -17,8 +17,10 @@ def _check_fractions(v: tuple[float, float, float]) -> tuple[float, float, float
     return v
 
 
-#: train / val / test fractions of a split, as a suite option.
-SplitFractions = Annotated[tuple[float, float, float], AfterValidator(_check_fractions)]
+#: train / val / test fractions of a split, as a suite option (a YAML or JSON list).
+SplitFractions = Annotated[tuple[float, float, float],
+                           BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v),
+                           AfterValidator(_check_fractions)]
 
 
 def split_rows(

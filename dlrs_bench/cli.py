@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +18,7 @@ from rich.console import Console
 from rich.text import Text
 
 from dlrs_bench.errors import UserInputError
+from dlrs_bench.lifecycle import Interrupted, interruptible
 from dlrs_bench.ui import cells, say
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -60,7 +63,14 @@ def run(
         "--threads", min=1, help="torch CPU threads (default: the cores this process may use; 1 per gloo rank)")
     ] = None,
 ) -> None:
-    """Run every scenario of SUITE and print a summary table."""
+    """Run every scenario of SUITE and print a summary table. Ctrl-C or SIGTERM stops the whole
+    suite (exit 130 or 143); the run in flight is not recorded (README, "Ctrl-C, SIGTERM and kill -9")."""
+    with _on_signal(lambda e: _suite_stopped(e, results_dir)):
+        _run(suite, results_dir, filter, resume, device, threads)
+
+
+def _run(suite: Path, results_dir: Path, filter: str | None, resume: bool, device: Device | None,
+         threads: int | None) -> None:
     import os
 
     import torch
@@ -98,6 +108,30 @@ def run(
     console.print(summary_table(results, f"{loaded.name} ({results_dir / loaded.name})"))
     if any(r.status in ("failed", "diverged") for r in results):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _suite_stopped(e: Interrupted, results_dir: Path) -> str:
+    """What a signal stopped in ``run``, and what was kept (``e``: a ``runner.SuiteInterrupted`` once the
+    runs began; not imported here, torch may be half-imported)."""
+    suite, job = getattr(e, "suite", None), getattr(e, "job", None)
+    if suite is None:
+        return "stopped before any scenario ran"
+    where = (f"at scenario {job.scenario.label} ({job.scenario.scenario_id}) seed {job.seed}, which is not "
+             "recorded" if job is not None else "between runs")
+    return (f"stopped suite {suite} {where}; {getattr(e, 'done', 0)} result(s) of this run kept in "
+            f"{results_dir / suite}; rerun with --resume to continue")
+
+
+@contextmanager
+def _on_signal(stopped: Callable[[Interrupted], str]) -> Iterator[None]:
+    """Within the block, the first SIGINT or SIGTERM stops the command (:mod:`dlrs_bench.lifecycle`): one
+    line, ``interrupted by SIGNAL: <stopped(e)>``, then exit 128 + the signal number (130, 143)."""
+    with interruptible():
+        try:
+            yield
+        except Interrupted as e:
+            say(err_console, ("interrupted", "yellow"), f" by {e.name}: {stopped(e)}")
+            raise typer.Exit(e.exit_code) from None
 
 
 @app.command()
@@ -315,8 +349,10 @@ def data_prepare(
     """Convert raw dataset files (or generate synthetic rows) into a memory-mappable cache with a JSON manifest."""
     from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), TextColumn("{task.fields[rows]:,} rows"),
-                  TextColumn("{task.fields[rate]:,.0f} rows/s"), TimeElapsedColumn(), console=console) as bar:
+    stopped = f"stopped preparing {out}; nothing was written there (its partial folder is removed)"
+    with _on_signal(lambda _: stopped), \
+            Progress(TextColumn("{task.description}"), TextColumn("{task.fields[rows]:,} rows"),
+                     TextColumn("{task.fields[rate]:,.0f} rows/s"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(f"prepare {name.value}", rows=0, rate=0.0)
         started = time.perf_counter()
 

@@ -100,6 +100,29 @@ def test_a_failing_rank_ends_the_run_with_its_error_not_a_hang(tmp_path, kind, n
     assert time.perf_counter() - t0 < 60
 
 
+def test_the_rank_that_failed_first_is_named_not_a_peer_that_lost_it(tmp_path):
+    """torch orders failures by whole seconds (rank 0's "connection closed" can tie with rank 1's error);
+    the root failure is the earliest to the nanosecond, and a rank that died without a word comes first."""
+    from types import SimpleNamespace
+
+    from dlrs_bench.engine.distributed import _failure_message, _root_failure
+
+    first, later = tmp_path / "first.json", tmp_path / "later.json"
+    first.write_text("{}")
+    later.write_text("{}")
+    os.utime(first, ns=(10**18, 10**18))
+    os.utime(later, ns=(10**18 + 1000, 10**18 + 1000))
+    raised = SimpleNamespace(error_file=str(first), timestamp=10**9, message="ValueError: x", exitcode=1)
+    lost = SimpleNamespace(error_file=str(later), timestamp=10**9, message="RuntimeError: closed", exitcode=1)
+    assert _root_failure({0: lost, 1: raised})[0] == 1
+    died = SimpleNamespace(error_file="<N/A>", timestamp=10**9 + 5, message="", exitcode=3)
+    assert _root_failure({0: lost, 1: died})[0] == 1
+    assert _failure_message(died) == "exit code 3"
+    killed = SimpleNamespace(error_file="<N/A>", timestamp=0, message="Signal 9 (SIGKILL) received by PID 1",
+                             exitcode=-9)
+    assert _failure_message(killed) == "killed by SIGKILL"
+
+
 def test_a_lost_rank_times_out_the_collective(tmp_path):
     t0 = time.perf_counter()
     with pytest.raises(DistributedRunError) as info:

@@ -34,6 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from dlrs_bench.errors import UserInputError
+from dlrs_bench.lifecycle import remove_stale
 
 FORMAT = "dlrs-bench-cache"
 VERSION = 2
@@ -115,13 +116,18 @@ class CacheWriter:
 
     ``sparse_columns`` = W of ``sparse`` (one per one-hot feature, k per k-hot one);
     ``jagged`` names the variable-length features, appended as (lengths, values). Use as a context
-    manager: leaving the block without :meth:`commit` (an error) deletes the temporary folder.
+    manager: leaving the block without :meth:`commit` (an error, Ctrl-C) deletes the temporary
+    folder ``.<name>.partial-<pid>``; one left by a writer that was killed (its pid no longer runs)
+    is removed when the next writer of the same ``out`` starts.
     """
 
     def __init__(self, out: Path, num_dense: int, sparse_columns: int, jagged: tuple[str, ...] = (),
                  ids_dtype: str = "int64") -> None:
         self.out = self.check_out(out)
-        self.tmp = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
+        prefix = f".{self.out.name}.partial-"
+        self.tmp = self.out.parent / f"{prefix}{os.getpid()}"
+        if self.out.parent.is_dir():  # what a writer killed before it could clean up left (kill -9)
+            remove_stale(self.out.parent, prefix)
         shutil.rmtree(self.tmp, ignore_errors=True)
         (self.tmp / "bags").mkdir(parents=True)
         self.num_dense, self.num_sparse = num_dense, sparse_columns
@@ -132,9 +138,15 @@ class CacheWriter:
         self._sparse = f"sparse.{_suffix(ids_dtype)}"
         names = ["labels.u8", "dense.f32", self._sparse]
         names += [f"bags/{f}.offsets.i64" for f in self.jagged] + [f"bags/{f}.values.i64" for f in self.jagged]
-        self._files = {name: (self.tmp / name).open("wb") for name in names}
-        for f in self.jagged:
-            self._files[f"bags/{f}.offsets.i64"].write(np.zeros(1, np.int64).tobytes())
+        self._files = {}
+        try:
+            for name in names:
+                self._files[name] = (self.tmp / name).open("wb")
+            for f in self.jagged:
+                self._files[f"bags/{f}.offsets.i64"].write(np.zeros(1, np.int64).tobytes())
+        except BaseException:
+            self.__exit__(None)
+            raise
 
     @staticmethod
     def check_out(out: Path) -> Path:

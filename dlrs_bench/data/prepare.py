@@ -14,6 +14,7 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -26,6 +27,7 @@ from dlrs_bench.data.shuffle import METHOD as SHUFFLE_METHOD
 from dlrs_bench.data.shuffle import shuffle_rows
 from dlrs_bench.data.splits import train_rows
 from dlrs_bench.errors import UserInputError
+from dlrs_bench.lifecycle import child_setup, children_start_deaf
 
 #: Called with (rows written so far, seconds elapsed).
 ProgressFn = Callable[[int, float], None]
@@ -127,9 +129,8 @@ def prepare(
     skipped: list[str] = []
     bad_count = 0
     parts: list[int] = []
-    pool_type = InlineExecutor if options.workers == 1 else futures.ProcessPoolExecutor
     with CacheWriter(out, len(fmt.dense_names), len(fmt.sparse_names)) as writer, \
-            pool_type(max_workers=options.workers) as pool:
+            parser_pool(options.workers) as pool:
         for path in raw:
             before = writer.rows
             pending: list[futures.Future[ParsedChunk]] = []
@@ -188,6 +189,25 @@ def prepare(
         )
         writer.commit(manifest, manifest.sparse_dtype)
     return manifest
+
+
+@contextmanager
+def parser_pool(workers: int) -> Iterator[futures.Executor]:
+    """``workers`` parser processes (one: this process). They die with this process, even one killed
+    with SIGKILL, and leave Ctrl-C to it; leaving the block by an error or a signal drops the chunks
+    not yet started and waits for those being parsed (a few seconds at most)."""
+    if workers == 1:
+        yield InlineExecutor()
+        return
+    pool = futures.ProcessPoolExecutor(max_workers=workers, initializer=child_setup)
+    try:
+        with children_start_deaf():
+            pool.submit(int).result()  # start the workers now (fork: all of them), deaf to Ctrl-C until set up
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # (terminating a worker that sends a result would hang)
+        raise
+    pool.shutdown(wait=True)
 
 
 class InlineExecutor(futures.Executor):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from dlrs_bench.lifecycle import children_start_deaf
 
 
 class DistributedRunError(RuntimeError):
@@ -107,7 +110,10 @@ def launch(entrypoint: Callable[..., Any], payload: Any, world: int, log_dir: Pa
     """Run ``entrypoint(payload)`` on ``world`` local ranks and return rank 0's return value.
 
     Each rank's stdout and stderr go to ``log_dir``; the first failure is raised as
-    :class:`DistributedRunError` with the failing rank's exception.
+    :class:`DistributedRunError` with the failing rank's exception. Signals stay with this process
+    (:mod:`dlrs_bench.lifecycle`): SIGINT or SIGTERM raise :class:`~dlrs_bench.lifecycle.Interrupted`
+    through the launcher, which stops the ranks with SIGTERM on its way out; ranks started by an
+    entrypoint that calls :func:`~dlrs_bench.lifecycle.child_setup` die with this process.
     """
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -119,14 +125,41 @@ def launch(entrypoint: Callable[..., Any], payload: Any, world: int, log_dir: Pa
         min_nodes=1, max_nodes=1, nproc_per_node=world, run_id=f"dlrs-bench-{uuid.uuid4().hex[:8]}",
         rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
         start_method="spawn", logs_specs=DefaultLogsSpecs(log_dir=str(log_dir), redirects=Std.ALL),
+        # none: the launcher would turn SIGINT/SIGTERM into its own exception (an Exception, recorded as a
+        # failed scenario) and forward SIGINT to the ranks, which leave Ctrl-C to this process
+        signals_to_handle="", shutdown_timeout=10,
     )
+    handlers = {s: signal.getsignal(s) for s in _LAUNCHER_SIGNALS}
     try:
-        returned = elastic_launch(config, entrypoint)(payload)
+        with children_start_deaf():
+            returned = elastic_launch(config, entrypoint)(payload)
     except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
+        rank, failure = _root_failure(e.failures)
         raise DistributedRunError(f"rank {rank} of {world} failed: {_failure_message(failure)} "
                                   f"(rank logs: {log_dir})") from None
+    finally:
+        for sig, handler in handlers.items():  # as they were, whatever the launcher did
+            if handler is not None and signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)
     return returned[0]
+
+
+#: Signals torch's elastic launcher may take over (its default ``signals_to_handle``).
+_LAUNCHER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def _root_failure(failures: dict[int, Any]) -> tuple[int, Any]:
+    """The rank whose failure caused the others' (their collectives then fail on a closed connection):
+    one that died without recording an exception (``os._exit``, a signal) before those that recorded
+    one, else the earliest recorded to the nanosecond — torch's ``get_first_failure`` orders by whole
+    seconds, so a peer's "connection closed" could be named instead of the error that caused it."""
+    def order(item: tuple[int, Any]) -> tuple[int, int, int]:
+        rank, failure = item
+        try:
+            return 1, os.stat(failure.error_file).st_mtime_ns, rank
+        except (OSError, TypeError, ValueError):
+            return 0, failure.timestamp, rank
+    return min(failures.items(), key=order)
 
 
 def _failure_message(failure: Any) -> str:
@@ -135,8 +168,14 @@ def _failure_message(failure: Any) -> str:
     if isinstance(message, dict):
         message = message.get("message", "")
     text = str(message or "").strip()
-    if not text or text.startswith("To enable traceback"):
-        return f"exit code {failure.exitcode}"
+    if not text or text.startswith("To enable traceback") or text.startswith("Signal "):
+        code = failure.exitcode
+        if isinstance(code, int) and code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                pass
+        return f"exit code {code}"
     return text.splitlines()[-1] if "Traceback" in text else text
 
 

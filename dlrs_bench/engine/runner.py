@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import threading
 import time
 import traceback
@@ -23,6 +24,7 @@ from dlrs_bench.engine.sharding import check_sharded_optimizer
 from dlrs_bench.engine.train import ProgressFn, train
 from dlrs_bench.engine.worker import RankJob, RankOutcome, run_rank, spawned_rank
 from dlrs_bench.errors import UserInputError
+from dlrs_bench.lifecycle import Interrupted
 from dlrs_bench.measure import env
 from dlrs_bench.measure.mllog import EventLog, NullEventLog
 from dlrs_bench.results.schema import SCHEMA_VERSION, ResultFile
@@ -71,31 +73,49 @@ def plan(suite: Suite, name_filter: str | None, device_override: DeviceOverride,
     return jobs
 
 
+class SuiteInterrupted(Interrupted):
+    """SIGINT or SIGTERM stopped ``suite`` (its name; None: no jobs): ``job`` was in flight (None:
+    between runs) and is not recorded; ``done`` runs ended before it (their results are kept)."""
+
+    def __init__(self, signum: int, suite: str | None, job: Job | None, done: int) -> None:
+        super().__init__(signum)
+        self.suite, self.job, self.done = suite, job, done
+
+
 def run_jobs(jobs: list[Job], store: ResultStore, display: RunDisplay, resume: bool) -> list[ResultFile]:
-    """Run ``jobs`` in order; each result is written as soon as its run ends."""
+    """Run ``jobs`` in order; each result is written as soon as its run ends. A signal
+    (:class:`~dlrs_bench.lifecycle.Interrupted`) stops the suite as :class:`SuiteInterrupted`: the
+    run in flight leaves no result and no event log behind."""
     cache = DatasetCache()
-    results = []
+    results: list[ResultFile] = []
     main = distributed.is_main_process()  # under torchrun only rank 0 writes and displays
-    if jobs and distributed.launched_world() is not None:
-        distributed.init(jobs[0].device.type, jobs[0].scenario.spec.distributed.timeout_s, jobs[0].threads)
-    for job in jobs:
-        scenario, seed = job.scenario, job.seed
-        done = store.finished(scenario.suite, scenario.scenario_id, seed) if resume else None
-        if distributed.launched_world() is not None:  # every rank must skip the same runs
-            done = distributed.gather_objects(done)[0]
-        if done is not None:
-            display.run_finished(scenario, seed, done, skipped=True)
-            results.append(done)
-            continue
-        result = run_one(job, store, cache, display.run_started(scenario, seed))
-        parsed = ResultFile.model_validate(result)
-        if main:
-            store.write(result)
-            display.run_finished(scenario, seed, parsed, skipped=False)
-        results.append(parsed)
-        if parsed.status == "failed" and distributed.launched_world() is not None:
-            raise distributed.DistributedRunError(  # the process group may be broken: stop every rank
-                f"{scenario.label} seed {seed} failed under torchrun: {result['error']['message']}")
+    current: Job | None = None
+    try:
+        if jobs and distributed.launched_world() is not None:
+            distributed.init(jobs[0].device.type, jobs[0].scenario.spec.distributed.timeout_s, jobs[0].threads)
+        for job in jobs:
+            current = job
+            scenario, seed = job.scenario, job.seed
+            done = store.finished(scenario.suite, scenario.scenario_id, seed) if resume else None
+            if distributed.launched_world() is not None:  # every rank must skip the same runs
+                done = distributed.gather_objects(done)[0]
+            if done is not None:
+                display.run_finished(scenario, seed, done, skipped=True)
+                results.append(done)
+                continue
+            result = run_one(job, store, cache, display.run_started(scenario, seed))
+            parsed = ResultFile.model_validate(result)
+            if main:
+                store.write(result)
+            results.append(parsed)
+            current = None  # recorded: an interruption from here on stops between runs
+            if main:
+                display.run_finished(scenario, seed, parsed, skipped=False)
+            if parsed.status == "failed" and distributed.launched_world() is not None:
+                raise distributed.DistributedRunError(  # the process group may be broken: stop every rank
+                    f"{scenario.label} seed {seed} failed under torchrun: {result['error']['message']}")
+    except Interrupted as e:
+        raise SuiteInterrupted(e.signum, jobs[0].scenario.suite if jobs else None, current, len(results)) from None
     return results
 
 
@@ -186,37 +206,50 @@ def run_ranks(job: Job, store: ResultStore, cache: DatasetCache, progress: Progr
 
 @contextmanager
 def _relay(progress: ProgressFn | None) -> Iterator[Any]:
-    """A queue that launched ranks feed with progress, forwarded to ``progress`` by a thread."""
+    """The sending end of a pipe that launched ranks feed with progress, forwarded to ``progress`` by
+    a thread of this process. A plain pipe: no server process to stop, or to outlive a killed run."""
     if progress is None:
         yield None
         return
-    manager = multiprocessing.get_context("spawn").Manager()
-    queue = manager.Queue()
+    receiver, sender = multiprocessing.get_context("spawn").Pipe(duplex=False)
 
     def forward() -> None:
-        while (item := queue.get()) is not None:
+        while True:
+            try:
+                item = receiver.recv()
+            except (EOFError, OSError):  # every sender gone
+                return
+            except (pickle.UnpicklingError, ValueError):  # a message cut short by a killed rank: skip it
+                continue
+            if item is None:
+                return
             progress(*item)
 
     thread = threading.Thread(target=forward, daemon=True, name="dlrs-bench-progress")
     thread.start()
     try:
-        yield queue
+        yield sender
     finally:
-        queue.put(None)
+        sender.send(None)
         thread.join()
-        manager.shutdown()
+        sender.close()
+        receiver.close()
 
 
 @contextmanager
 def _event_log(store: ResultStore, scenario: ResolvedScenario, seed: int) -> Iterator[EventLog]:
     """The run's event log (an older one moved aside first); ranks other than 0 of a torchrun launch
-    write none."""
+    write none. An interrupted run's log is removed and the older one put back: it leaves nothing."""
     if not distributed.is_main_process():
         yield NullEventLog()
         return
-    store.archive_event_log(scenario.suite, scenario.scenario_id, seed)
+    older = store.archive_event_log(scenario.suite, scenario.scenario_id, seed)
     log = EventLog(store.event_log_path(scenario.suite, scenario.scenario_id, seed))
     try:
         yield log
+    except Interrupted:
+        log.close()
+        store.restore_event_log(scenario.suite, scenario.scenario_id, seed, older)
+        raise
     finally:
         log.close()

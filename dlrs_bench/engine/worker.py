@@ -14,6 +14,7 @@ from dlrs_bench.data.loading import DatasetCache
 from dlrs_bench.engine.distributed import init
 from dlrs_bench.engine.memory_plan import check_memory
 from dlrs_bench.engine.train import ProgressFn, TrainOutcome, train
+from dlrs_bench.lifecycle import child_setup
 from dlrs_bench.measure.mllog import EventLog, NullEventLog
 
 
@@ -26,17 +27,17 @@ class RankJob:
     device_kind: str  # "cuda" or "cpu"
     event_log: Path  # written by rank 0
     threads: int | None = None  # torch CPU threads per rank (None: see distributed.init)
-    progress: Any = None  # a queue that rank 0 feeds with (step, max_steps, metrics), or None
+    progress: Any = None  # a pipe's sending end that rank 0 feeds with (step, max_steps, metrics), or None
 
 
-class QueueProgress:
+class PipeProgress:
     """A progress callback that sends ``(step, max_steps, metrics)`` to the launching process."""
 
-    def __init__(self, queue: Any) -> None:
-        self.queue = queue
+    def __init__(self, sender: Any) -> None:
+        self.sender = sender
 
     def __call__(self, step: int, max_steps: int, metrics: dict[str, float] | None) -> None:
-        self.queue.put((step, max_steps, metrics))
+        self.sender.send((step, max_steps, metrics))
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def run_rank(job: RankJob, cache: DatasetCache | None = None, progress: Progress
     dataset, data_time = (cache or DatasetCache()).get(spec.dataset)
     check_memory(spec, dataset, device)  # before anything is allocated; every rank plans the same
     if job.progress is not None:
-        progress = QueueProgress(job.progress)
+        progress = PipeProgress(job.progress)
     log = EventLog(job.event_log) if ranks.is_main else NullEventLog()
     try:
         outcome = train(spec, dataset, job.seed, device, log, progress if ranks.is_main else None, ranks)
@@ -69,5 +70,7 @@ def run_rank(job: RankJob, cache: DatasetCache | None = None, progress: Progress
 @record
 def spawned_rank(job: RankJob) -> RankOutcome | None:
     """Entry point of a rank started by :func:`dlrs_bench.engine.distributed.launch` (its exception
-    is recorded for the launcher)."""
+    is recorded for the launcher). It dies with the launching process, even one killed with SIGKILL,
+    leaves Ctrl-C to it and ends quietly when it stops the ranks (SIGTERM)."""
+    child_setup()
     return run_rank(job)

@@ -75,17 +75,27 @@ class ResultStore:
                 raise
         return path
 
-    def archive_event_log(self, suite: str, scenario_id: str, seed: int) -> None:
-        """Move an older event log aside before a new run of the same (scenario, seed) starts."""
+    def archive_event_log(self, suite: str, scenario_id: str, seed: int) -> Path | None:
+        """Move an older event log aside before a new run of the same (scenario, seed) starts;
+        returns where it went (None: there was none)."""
         path = self.event_log_path(suite, scenario_id, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(path.parent):
-            self._archive(path)
+            return self._archive(path)
+
+    def restore_event_log(self, suite: str, scenario_id: str, seed: int, older: Path | None) -> None:
+        """Undo :meth:`archive_event_log` for a run that was interrupted: its own log is removed and
+        ``older`` (what the archive moved aside) put back."""
+        path = self.event_log_path(suite, scenario_id, seed)
+        with _locked(path.parent):
+            path.unlink(missing_ok=True)
+            if older is not None and older.is_file():
+                os.replace(older, path)
 
     @staticmethod
-    def _archive(path: Path) -> None:
+    def _archive(path: Path) -> Path | None:
         if not path.exists():
-            return
+            return None
         history = path.parent / "history"
         history.mkdir(exist_ok=True)
         stamp = int(path.stat().st_mtime * 1000)
@@ -94,6 +104,7 @@ class ResultStore:
         while target.exists():
             target, n = history / f"{path.stem}-{stamp}-{n}{path.suffix}", n + 1
         os.replace(path, target)
+        return target
 
 
 def _finite(value: Any) -> Any:

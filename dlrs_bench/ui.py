@@ -5,6 +5,7 @@ one way text reaches the terminal: :func:`say` and :func:`cells` build rich ``Te
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -97,4 +98,5 @@ def summary_table(results: list[ResultFile], title: str) -> Table:
 
 
 def _fmt(value: float | None, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
+    """``value`` formatted, or "–" for a missing one (null, or NaN in a file written before strict JSON)."""
+    return "–" if value is None or not math.isfinite(value) else format(value, spec)

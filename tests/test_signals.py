@@ -219,14 +219,21 @@ def raw_criteo(path: Path, rows: int) -> Path:
     return path
 
 
-def test_kill_9_of_data_prepare_takes_its_workers_and_the_next_prepare_removes_the_partial_folder(
-        tmp_path, command):
+def prepare_with_two_workers(tmp_path, command):
+    """A ``data prepare`` of a 100,000-row raw file on two parser workers, once both run:
+    (raw file, --out, the process, its partial folder, its workers)."""
     raw = raw_criteo(tmp_path / "raw.tsv", 100_000)
     out = tmp_path / "cache"
     prep = command("data", "prepare", "criteo-kaggle", "--raw", raw, "--out", out, "--workers", 2)
     partial = tmp_path / f".cache.partial-{prep.pid}"
     prep.wait_for(lambda: partial.is_dir() and len(prep.descendants()) == 2, "two parser workers")
     workers = prep.descendants()
+    return raw, out, prep, partial, workers
+
+
+def test_kill_9_of_data_prepare_takes_its_workers_and_the_next_prepare_removes_the_partial_folder(
+        tmp_path, command):
+    raw, out, prep, partial, workers = prepare_with_two_workers(tmp_path, command)
     prep.proc.kill()
     assert prep.finish() == -signal.SIGKILL
     assert not gone_soon(workers, within=10), "parser workers outlived a killed data prepare"
@@ -242,12 +249,7 @@ def test_kill_9_of_data_prepare_takes_its_workers_and_the_next_prepare_removes_t
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_data_prepare_cleanly(tmp_path, command, sig):
-    raw = raw_criteo(tmp_path / "raw.tsv", 100_000)
-    out = tmp_path / "cache"
-    prep = command("data", "prepare", "criteo-kaggle", "--raw", raw, "--out", out, "--workers", 2)
-    partial = tmp_path / f".cache.partial-{prep.pid}"
-    prep.wait_for(lambda: partial.is_dir() and len(prep.descendants()) == 2, "two parser workers")
-    workers = prep.descendants()
+    raw, out, prep, partial, workers = prepare_with_two_workers(tmp_path, command)
     if sig == signal.SIGINT:
         os.killpg(prep.pid, sig)  # Ctrl-C: the workers get it too, and leave it to their parent
     else:

@@ -151,10 +151,11 @@ def expected_linears(o: Any, num_dense: int, num_sparse: int) -> list[tuple[int,
         return out + (lin([m * d, *scaled(o.dnn[:-1], top_factor), 1]) if o.dnn else [])
     if o.name == "xdeepfm":
         cin = scaled(o.cin, mlp_factor)
-        return out + [(m * d, 1, True), (sum(cin), 1, False)] + lin([m * d, *scaled(o.dnn[:-1], top_factor), 1])
-    if o.name == "fibinet":
+        pooled = sum(h // 2 for h in cin[:-1]) + cin[-1] if o.split_half else sum(cin)
+        return out + [(m * d, 1, True), (pooled, 1, False)] + lin([m * d, *scaled(o.dnn[:-1], top_factor), 1])
+    if o.name == "fibinet":  # the bilinear weights are Parameters, not Linears
         s = max(1, m // o.reduction)
-        out += [(m, s, False), (s, m, False), (d, d, False), (m * d, 1, True)]
+        out += [(m, s, False), (s, m, False), (m * d, 1, True)]
         return out + lin([m * (m - 1) * d, *scaled(o.dnn[:-1], top_factor), 1])
     raise AssertionError(o.name)
 
@@ -193,13 +194,17 @@ def expected_dense_params(o: Any, num_dense: int, num_sparse: int) -> int:
         total += m * d_in + 1
         return total + (chain([m * d, *scaled(o.dnn, top_factor, logit=True)]) if o.dnn else 0)
     if o.name == "xdeepfm":
+        # layer k: H_k (H_{k-1} m + bias); split_half passes H_k / 2 on and sends H_k / 2 out (not the last)
         cin = scaled(o.cin, mlp_factor)
-        previous = [m, *cin[:-1]]
-        return (total + (m * d + 1) + sum(h * p * m for h, p in zip(cin, previous)) + sum(cin)
+        kept = [h // 2 for h in cin[:-1]] + [cin[-1]] if o.split_half else cin
+        previous = [m, *kept[:-1]]
+        pooled = sum(cin) - (sum(kept[:-1]) if o.split_half else 0)  # the maps sent to the output
+        return (total + (m * d + 1) + sum(h * p * m + h * o.cin_bias for h, p in zip(cin, previous)) + pooled
                 + chain([m * d, *scaled(o.dnn, top_factor, logit=True)]))
     if o.name == "fibinet":
         s = max(1, m // o.reduction)
-        senet, bilinear, linear = 2 * m * s, d * d, m * d + 1
+        n = {"field_all": 1, "field_each": m - 1, "field_interaction": m * (m - 1) // 2}[o.bilinear]
+        senet, bilinear, linear = 2 * m * s, 2 * n * d * d, m * d + 1  # two bilinear layers: on E and on V
         return total + senet + bilinear + linear + chain([m * (m - 1) * d, *scaled(o.dnn, top_factor, logit=True)])
     raise AssertionError(o.name)
 
@@ -254,8 +259,12 @@ COUNT_CASES = [
     ("autoint", {"dnn": []}),
     ("autoint", {"attention_layers": 3, "heads": 3, "attention_dim": 5}),
     ("xdeepfm", {"cin": [6, 4, 5], "dnn": [1]}),
+    ("xdeepfm", {"cin": [6, 4, 5], "cin_activation": "relu", "cin_bias": False}),
+    ("xdeepfm", {"cin": [6, 4, 5], "split_half": True}),
     ("fibinet", {"reduction": 3, "dnn": [32, 16, 1]}),
     ("fibinet", {"reduction": 10}),  # m // r = 0: at least one squeezed unit
+    ("fibinet", {"bilinear": "field_all", "excitation": "sigmoid"}),
+    ("fibinet", {"bilinear": "field_each"}),
     # the scaling knobs enter the formulas through d and the hidden widths
     *[(n, {"scale": {"dim": 2.0, "mlp": 1.5, "over_arch": 2.0}}) for n in MODEL_NAMES],
 ]
@@ -282,6 +291,9 @@ FLOP_CASES = [
     ("wukong", {"n_f": 2, "n_l": 2}),  # n_in == n_f + n_l in every layer
     ("wukong", {"n_f": 3, "n_l": 6, "num_layers": 3, "dense_embeddings": 2}),  # layer 0 projects (5 -> 9)
     ("xdeepfm", {"cin": [6, 4, 5]}),
+    ("xdeepfm", {"cin": [6, 4, 5], "split_half": True}),
+    ("fibinet", {"bilinear": "field_all"}),
+    ("fibinet", {"bilinear": "field_each"}),
     ("dlrm", {"scale": {"mlp": 2.0, "dim": 2.0}}),
 ]
 

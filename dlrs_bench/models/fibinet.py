@@ -1,9 +1,25 @@
-"""FiBiNET (Huang et al. 2019) over fields ``[B, m, d]``, m = F + 1: SENET + bilinear + DNN.
+"""FiBiNET (Huang et al., RecSys 2019) over fields ``[B, m, d]``, m = F + 1: SENET + bilinear + DNN.
 
-SENET: z = mean over d of each field ``[B, m]``, a = ReLU(W2 ReLU(W1 z)) with W1 ``[m / r, m]``
-(reduction ``reduction`` r), V = E * a. Bilinear ("field-all": one W ``[d, d]``):
-p_ij = (e_i W) * e_j for i < j, computed on E and on V. The 2 m (m - 1) / 2 interaction vectors
-feed a DNN (DeepCTR default 400-400-400); a linear term on the flattened E is added.
+SENET (paper §3.3, FuxiCTR's SqueezeExcitation, DeepCTR's SENETLayer): squeeze z_i = mean over d of
+field i ``[B, m]``; excitation A = σ2(W2 ReLU(W1 z)), W1 ``[s, m]``, W2 ``[m, s]``, no biases,
+s = max(1, m // r) (r = ``reduction``), σ2 = ``excitation`` (ReLU in the paper and by default;
+FuxiCTR also offers sigmoid); re-weight V = E ∘ A.
+
+Bilinear interaction (paper §3.4), for every pair i < j: p_ij = (v_i W_·) ∘ v_j with
+``bilinear`` = ``field_all`` (one W ``[d, d]``), ``field_each`` (W_i per left field i: m - 1
+matrices, as DeepCTR; FuxiCTR and the paper allocate m, the last never used) or
+``field_interaction`` (W_ij per pair: m (m - 1) / 2 matrices). Two independent layers, one on E
+(p) and one on V (q), as the paper, FuxiCTR and DeepCTR; [p, q] (2 · m (m - 1) / 2 vectors of d)
+feed the DNN. A linear term on the flattened E is added.
+
+Defaults and their sources: ``reduction`` 3, ``bilinear`` field_interaction, ``excitation`` relu:
+FuxiCTR (model_zoo/FiBiNET/src/FiBiNET.py and config/model_config.yaml) and DeepCTR
+(deepctr/models/fibinet.py: ``bilinear_type='interaction'``, ``reduction_ratio=3``). The DNN
+400-400-400 is this project's default (DeepCTR's is (256, 128, 64), FuxiCTR's template 500-500-500).
+Initialisation as FuxiCTR (BaseModel.reset_parameters and BilinearInteractionV2.init_weights):
+Xavier-normal for the SENET Linears and for each bilinear weight tensor as a whole.
+
+Parameters: SENET 2 m s; bilinear 2 n d² with n = 1, m - 1, m (m - 1) / 2; linear m d + 1; DNN.
 """
 
 from __future__ import annotations
@@ -16,35 +32,96 @@ from dlrs_bench.data.base import SparseFeature
 from dlrs_bench.models.layers import FieldInputs, Head, hidden
 from dlrs_bench.models.options import FiBiNETOptions
 
+BILINEAR_TYPES = ("field_all", "field_each", "field_interaction")
+
+
+class SENET(nn.Module):
+    """Squeeze-excitation over fields: ``[B, m, d]`` → V = E ∘ A with A ``[B, m]``.
+
+    Args:
+        m: fields.
+        reduction: r; the hidden layer has max(1, m // r) units.
+        excitation: ``relu`` or ``sigmoid``, the activation of A.
+    """
+
+    def __init__(self, m: int, reduction: int, excitation: str = "relu") -> None:
+        super().__init__()
+        if excitation not in ("relu", "sigmoid"):
+            raise ValueError(f"SENET excitation must be relu or sigmoid, got {excitation!r}")
+        self.m, self.hidden = m, max(1, m // reduction)
+        self.excitation = nn.Sequential(nn.Linear(m, self.hidden, bias=False), nn.ReLU(),
+                                        nn.Linear(self.hidden, m, bias=False),
+                                        nn.ReLU() if excitation == "relu" else nn.Sigmoid())
+        for layer in (self.excitation[0], self.excitation[2]):
+            nn.init.xavier_normal_(layer.weight)
+
+    def weights(self, e: torch.Tensor) -> torch.Tensor:
+        """A = σ2(W2 ReLU(W1 z)), z = mean over d: ``[B, m, d]`` → ``[B, m]``."""
+        return self.excitation(e.mean(2))
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return e * self.weights(e).unsqueeze(2)
+
+    def flops(self) -> int:
+        return 2 * 2 * self.m * self.hidden
+
+
+class Bilinear(nn.Module):
+    """p_ij = (v_i W_·) ∘ v_j for every pair i < j: ``[B, m, d]`` → ``[B, m (m - 1) / 2, d]``.
+
+    Args:
+        m: fields.
+        d: embedding dimension.
+        kind: ``field_all`` (W), ``field_each`` (W_i, i < m - 1) or ``field_interaction`` (W_ij).
+    """
+
+    def __init__(self, m: int, d: int, kind: str = "field_interaction") -> None:
+        super().__init__()
+        if kind not in BILINEAR_TYPES:
+            raise ValueError(f"bilinear must be one of {BILINEAR_TYPES}, got {kind!r}")
+        self.m, self.d, self.kind = m, d, kind
+        self.register_buffer("pairs", torch.triu_indices(m, m, offset=1), persistent=False)
+        #: how many vectors are multiplied by a W: the m - 1 left fields, or each of the P pairs
+        self.rows = self.pairs.shape[1] if kind == "field_interaction" else m - 1
+        shape = (d, d) if kind == "field_all" else (self.rows, d, d)
+        self.weight = nn.Parameter(torch.empty(shape))
+        nn.init.xavier_normal_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        right = x[:, self.pairs[1]]  # [B, P, d]
+        if self.kind == "field_all":  # v_i W for the fields that are ever on the left, then per pair
+            left = torch.matmul(x[:, :-1], self.weight)[:, self.pairs[0]]
+        elif self.kind == "field_each":  # v_i W_i
+            left = torch.matmul(x[:, :-1].unsqueeze(2), self.weight).squeeze(2)[:, self.pairs[0]]
+        else:  # v_i W_ij
+            left = torch.matmul(x[:, self.pairs[0]].unsqueeze(2), self.weight).squeeze(2)
+        return left * right
+
+    def flops(self) -> int:
+        """Matmul FLOPs of the v_i W products (the Hadamard products are not matmuls)."""
+        return 2 * self.rows * self.d * self.d
+
 
 class FiBiNET(nn.Module):
     def __init__(self, num_dense: int, num_sparse: int, embeddings: nn.Module, options: FiBiNETOptions) -> None:
         super().__init__()
         self.m, self.d = num_sparse + 1, options.dim
-        squeezed = max(1, self.m // options.reduction)
         self.embeddings = embeddings
         self.inputs = FieldInputs(num_dense, num_sparse, options.bottom())
-        self.senet = nn.Sequential(nn.Linear(self.m, squeezed, bias=False), nn.ReLU(),
-                                   nn.Linear(squeezed, self.m, bias=False), nn.ReLU())
-        self.bilinear = nn.Linear(self.d, self.d, bias=False)
-        self.register_buffer("pairs", torch.triu_indices(self.m, self.m, offset=1))
+        self.senet = SENET(self.m, options.reduction, options.excitation)
+        self.bilinear_e = Bilinear(self.m, self.d, options.bilinear)  # p: on the embeddings E
+        self.bilinear_v = Bilinear(self.m, self.d, options.bilinear)  # q: on the SENET output V
         self.linear = nn.Linear(self.m * self.d, 1)
-        self.dnn = Head(2 * self.pairs.shape[1] * self.d, hidden(options.widths(options.dnn, over_arch=True)))
-
-    def interactions(self, x: torch.Tensor) -> torch.Tensor:
-        """p_ij = (x_i W) * x_j for i < j: ``[B, m, d]`` → ``[B, m (m - 1) / 2 * d]``."""
-        left = self.bilinear(x)[:, self.pairs[0]]
-        return (left * x[:, self.pairs[1]]).flatten(1)
+        pairs = self.m * (self.m - 1) // 2
+        self.dnn = Head(2 * pairs * self.d, hidden(options.widths(options.dnn, over_arch=True)))
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         e = self.inputs(dense, self.embeddings(sparse))
-        v = e * self.senet(e.mean(2)).unsqueeze(2)
-        both = torch.cat([self.interactions(e), self.interactions(v)], dim=1)
+        both = torch.cat([self.bilinear_e(e), self.bilinear_v(self.senet(e))], dim=1).flatten(1)
         return self.linear(e.flatten(1)).squeeze(-1) + self.dnn(both)
 
     def flops_per_sample(self) -> int:
-        squeezed = self.senet[0].out_features
-        return (self.inputs.flops() + 2 * 2 * self.m * squeezed + 2 * 2 * self.m * self.d * self.d
+        return (self.inputs.flops() + self.senet.flops() + self.bilinear_e.flops() + self.bilinear_v.flops()
                 + 2 * self.linear.in_features + self.dnn.flops())
 
 

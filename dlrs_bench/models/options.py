@@ -88,16 +88,44 @@ class AutoIntOptions(WithBottomMLP):
 
 
 class XDeepFMOptions(WithBottomMLP):
+    """xDeepFM (dlrs_bench/models/xdeepfm.py). The CIN defaults are the paper's linear CIN (Lian et al.
+    2018, eq. 6) as FuxiCTR implements it (fuxictr/pytorch/layers/interactions/
+    compressed_interaction_net.py: Conv1d with bias, no activation, no split); DeepCTR's CIN
+    (deepctr/layers/interaction.py) defaults to ``relu`` and ``split_half`` on."""
+
     name: Literal["xdeepfm"] = "xdeepfm"
-    cin: list[PositiveInt] = Field(default_factory=lambda: [200, 200, 200], min_length=1)
+    cin: list[PositiveInt] = Field(default_factory=lambda: [200, 200, 200], min_length=1,
+                                   description="feature maps H_k of each CIN layer")
+    cin_activation: Literal["identity", "relu"] = Field(
+        "identity", description="after each CIN layer; identity: paper eq. 6 and FuxiCTR (DeepCTR: relu)")
+    cin_bias: bool = Field(True, description="a bias per feature map (FuxiCTR's Conv1d and DeepCTR have one)")
+    split_half: bool = Field(
+        False, description="each CIN layer but the last sends half its maps on, half to the output "
+                           "(DeepCTR's default True; FuxiCTR and the paper's eq. 6: no split)")
     dnn: list[PositiveInt] = Field(default_factory=lambda: [400, 400, 400, 1], min_length=1)
 
     _dnn_ends_in_logit = field_validator("dnn")(logit_mlp)
 
+    @model_validator(mode="after")
+    def _split_half_even(self) -> XDeepFMOptions:
+        widths = self.widths(self.cin)
+        if self.split_half and any(h % 2 for h in widths[:-1]):
+            raise ValueError(f"split_half needs an even number of maps in every CIN layer but the last "
+                             f"(after scale.mlp), got {widths}")
+        return self
+
 
 class FiBiNETOptions(WithBottomMLP):
+    """FiBiNET (dlrs_bench/models/fibinet.py). Defaults: ``reduction`` 3 and ``bilinear``
+    field_interaction as FuxiCTR (model_zoo/FiBiNET/src/FiBiNET.py and config/model_config.yaml) and
+    DeepCTR (deepctr/models/fibinet.py, ``bilinear_type='interaction'``); ``excitation`` relu as the
+    paper and FuxiCTR's SqueezeExcitation (which also offers sigmoid)."""
+
     name: Literal["fibinet"] = "fibinet"
-    reduction: PositiveInt = Field(3, description="SENET reduction ratio")
+    reduction: PositiveInt = Field(3, description="SENET reduction ratio r: max(1, m // r) hidden units")
+    excitation: Literal["relu", "sigmoid"] = Field("relu", description="activation of the SENET output")
+    bilinear: Literal["field_all", "field_each", "field_interaction"] = Field(
+        "field_interaction", description="W shared by all pairs / one per left field i / one per pair (i, j)")
     dnn: list[PositiveInt] = Field(default_factory=lambda: [400, 400, 400, 1], min_length=1)
 
     _dnn_ends_in_logit = field_validator("dnn")(logit_mlp)

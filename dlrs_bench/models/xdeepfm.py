@@ -1,9 +1,28 @@
-"""xDeepFM (Lian et al. 2018) over fields ``[B, m, d]``, m = F + 1: linear + CIN + DNN.
+"""xDeepFM (Lian et al., KDD 2018) over fields ``[B, m, d]``, m = F + 1: linear + CIN + DNN.
 
-CIN layer k: Z = X_{k-1} ⊗ X0 (outer product along the field axes, per embedding element)
-``[B, H_{k-1} m, d]``, X_k = ReLU(W_k Z) with W_k ``[H_k, H_{k-1} m]`` (DeepCTR's default
-activation, without split-half); each X_k is sum-pooled over d and all pooled layers feed one
-Linear. Defaults follow DeepCTR: CIN 200-200-200, DNN 400-400-400.
+CIN layer k (paper eq. 6): X^k_{h,*} = sum_{i,j} W^{k,h}_{ij} (X^{k-1}_{i,*} ∘ X^0_{j,*}), i.e. with
+Z = X^{k-1} ⊗ X^0 ``[B, H_{k-1} m, d]`` (row i m + j = X^{k-1}_i ∘ X^0_j), X^k = σ(W_k Z + b_k),
+W_k ``[H_k, H_{k-1} m]``, b_k ``[H_k]`` (``cin_bias``), σ = ``cin_activation``. Each layer's output
+maps are sum-pooled over d and all pooled layers feed one Linear to the logit (no bias: the linear
+term carries it). With ``split_half`` (DeepCTR) layer k < K keeps its first H_k / 2 maps for layer
+k + 1 and sends the other H_k / 2 to the output, so H_{k-1} above is the kept count.
+
+Defaults, with their sources:
+
+- ``cin_activation: identity``, ``cin_bias: true``, ``split_half: false``: FuxiCTR's
+  CompressedInteractionNet (fuxictr/pytorch/layers/interactions/compressed_interaction_net.py:
+  ``nn.Conv1d(kernel_size=1)``, which has a bias, and no activation), linear in each layer as the
+  paper's eq. 6 (which has no bias term). DeepCTR's CIN (deepctr/layers/interaction.py) has a bias
+  too but defaults to ``activation='relu'`` and ``split_half=True`` (deepctr/models/xdeepfm.py).
+- widths: CIN 200-200-200 and DNN 400-400-400 are this project's defaults (200 maps per CIN layer
+  and 400 units per DNN layer are the setting the paper reports for Criteo); they are neither
+  DeepCTR's defaults (CIN (128, 128), DNN (256, 128, 64)) nor FuxiCTR's template (CIN 32-32-32,
+  DNN 500-500-500, model_zoo/xDeepFM/config/model_config.yaml).
+- initialisation of the CIN and its output layer as FuxiCTR (BaseModel.reset_parameters):
+  Xavier-normal weights (fan_in = H_{k-1} m, fan_out = H_k), zero biases.
+
+Parameters: sum_k H_k (H_{k-1} m + [cin_bias]) for the CIN plus its output layer's
+sum_k O_k weights, O_k = H_k / 2 for k < K under split_half, else H_k.
 """
 
 from __future__ import annotations
@@ -18,27 +37,57 @@ from dlrs_bench.models.options import XDeepFMOptions
 
 
 class CIN(nn.Module):
-    """Compressed interaction network: ``[B, m, d]`` → ``[B, sum(H_k)]`` (sum-pooled over d)."""
+    """Compressed interaction network: ``[B, m, d]`` → ``[B, sum(O_k)]`` (sum-pooled over d).
 
-    def __init__(self, m: int, widths: list[int]) -> None:
+    Args:
+        m: fields.
+        widths: H_k, the feature maps of each layer.
+        activation: ``identity`` (paper eq. 6, FuxiCTR) or ``relu`` (DeepCTR's default).
+        bias: a bias per feature map.
+        split_half: DeepCTR's split (layers but the last keep H_k / 2 maps, output H_k / 2).
+    """
+
+    def __init__(self, m: int, widths: list[int], activation: str = "identity", bias: bool = True,
+                 split_half: bool = False) -> None:
         super().__init__()
-        self.m, self.widths = m, widths
-        previous = [m, *widths[:-1]]
-        self.maps = nn.ParameterList(nn.Parameter(torch.randn(h, p * m) / (p * m) ** 0.5)
-                                     for h, p in zip(widths, previous))
+        if activation not in ("identity", "relu"):
+            raise ValueError(f"CIN activation must be identity or relu, got {activation!r}")
+        if split_half and any(h % 2 for h in widths[:-1]):
+            raise ValueError(f"split_half needs an even number of maps in every CIN layer but the last, got {widths}")
+        self.m, self.widths, self.activation, self.split_half = m, list(widths), activation, split_half
+        last = len(widths) - 1
+        #: maps each layer passes on (``kept``) and sends to the output (``out``)
+        self.kept = [h // 2 if split_half and k < last else h for k, h in enumerate(widths)]
+        self.out = [h - h // 2 if split_half and k < last else h for k, h in enumerate(widths)]
+        self.previous = [m, *self.kept[:-1]]
+        self.maps = nn.ParameterList(nn.Parameter(torch.empty(h, p * m)) for h, p in zip(widths, self.previous))
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(h)) for h in widths) if bias else None
+        for w in self.maps:
+            nn.init.xavier_normal_(w)
+
+    @property
+    def out_features(self) -> int:
+        return sum(self.out)
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         b, m, d = x0.shape
         x, pooled = x0, []
-        for w in self.maps:
+        for k, w in enumerate(self.maps):
             z = (x.unsqueeze(2) * x0.unsqueeze(1)).reshape(b, -1, d)  # [B, H_{k-1} m, d]
-            x = torch.relu(torch.matmul(w, z))  # [B, H_k, d]
-            pooled.append(x.sum(2))
+            x = torch.matmul(w, z)  # [B, H_k, d]
+            if self.biases is not None:
+                x = x + self.biases[k].unsqueeze(1)
+            if self.activation == "relu":
+                x = torch.relu(x)
+            if self.kept[k] != self.widths[k]:  # split_half: first half on, second half out
+                x, direct = x[:, :self.kept[k]], x[:, self.kept[k]:]
+            else:
+                direct = x
+            pooled.append(direct.sum(2))
         return torch.cat(pooled, dim=1)
 
     def flops(self, d: int) -> int:
-        previous = [self.m, *self.widths[:-1]]
-        return sum(2 * h * p * self.m * d for h, p in zip(self.widths, previous))
+        return sum(2 * h * p * self.m * d for h, p in zip(self.widths, self.previous))
 
 
 class XDeepFM(nn.Module):
@@ -48,8 +97,9 @@ class XDeepFM(nn.Module):
         self.embeddings = embeddings
         self.inputs = FieldInputs(num_dense, num_sparse, options.bottom())
         self.linear = nn.Linear(m * self.d, 1)
-        self.cin = CIN(m, options.widths(options.cin))
-        self.cin_out = nn.Linear(sum(self.cin.widths), 1, bias=False)
+        self.cin = CIN(m, options.widths(options.cin), options.cin_activation, options.cin_bias, options.split_half)
+        self.cin_out = nn.Linear(self.cin.out_features, 1, bias=False)
+        nn.init.xavier_normal_(self.cin_out.weight)
         self.dnn = Head(m * self.d, hidden(options.widths(options.dnn, over_arch=True)))
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:

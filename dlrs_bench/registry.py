@@ -124,7 +124,7 @@ MODELS.register(
     "dcnv2",
     "dlrs_bench.models.dcnv2:DCNv2Builder",
     "dlrs_bench.models.options:DCNv2Options",
-    "DCN-v2 (Wang et al. 2021): full or low-rank cross layers, then the top MLP (as TorchRec DLRM_DCN)",
+    "DCN-v2 (Wang et al. 2021): full, low-rank or mixture-of-experts cross layers and a DNN, stacked or parallel",
 )
 MODELS.register(
     "wukong",

@@ -9,8 +9,9 @@ from dlrs_bench.data.base import CTRDataset, SparseFeature
 from dlrs_bench.data.shapes import TERABYTE_CARDINALITIES
 from dlrs_bench.engine.memory_plan import GIB, MemoryPlanError, check_fits, estimate
 
-MLPERF_MODEL = {"name": "dcnv2", "embedding_dim": 128, "bottom_mlp": [512, 256, 128], "cross_layers": 3,
-                "low_rank": 512, "top_mlp": [1024, 1024, 512, 256, 1]}
+#: MLPerf DLRM-DCNv2 (TorchRec's DLRM_DCN): one dense field through a bottom MLP, cross network then DNN
+MLPERF_MODEL = {"name": "dcnv2", "embedding_dim": 128, "dense_features": "field", "bottom_mlp": [512, 256, 128],
+                "structure": "stacked", "cross_layers": 3, "low_rank": 512, "top_mlp": [1024, 1024, 512, 256, 1]}
 TERABYTE = CTRDataset("criteo-tb", [SparseFeature(f"C{i}", n) for i, n in enumerate(TERABYTE_CARDINALITIES)], 13, {})
 
 

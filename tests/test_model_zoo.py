@@ -42,14 +42,15 @@ COMPRESSOR_KINDS = ["none", "hashing", "qr", "memcom", "bch", "robe", "tt", "md"
 #: every method reaches ratio 4 on FEATURES at d = 8 (memcom and md need a ratio below d)
 RATIO = 4
 
-#: small layer sizes per model (embedding_dim 8, F = 3 sparse features + 1 dense field)
+#: small layer sizes per model (embedding_dim 8, F = 3 sparse features; the dense features as one field
+#: through a bottom MLP, or as NUM_DENSE fields where the model's default is dense_features: per_feature)
 SMALL: dict[str, dict[str, Any]] = {
     "dlrm": {"bottom_mlp": [16, 8], "top_mlp": [16, 1]},
-    "dcnv2": {"bottom_mlp": [16, 8], "cross_layers": 2, "top_mlp": [16, 1]},
+    "dcnv2": {"cross_layers": 2, "top_mlp": [16, 1]},
     # n_0 = F + 1 = 4 != n_f + n_l = 8: layer 0 projects its residual, layer 1 does not
     "wukong": {"num_layers": 2, "n_f": 4, "n_l": 4, "k": 4, "fmb_mlp": [16], "bottom_mlp": [16], "top_mlp": [16, 1]},
-    "deepfm": {"bottom_mlp": [16, 8], "dnn": [16, 1]},
-    "autoint": {"bottom_mlp": [16, 8], "attention_layers": 2, "heads": 2, "attention_dim": 4, "dnn": [16, 1]},
+    "deepfm": {"dnn": [16, 1]},
+    "autoint": {"attention_layers": 2, "heads": 2, "attention_dim": 4, "dnn": [16, 1]},
     "xdeepfm": {"bottom_mlp": [16, 8], "cin": [8, 8], "dnn": [16, 1]},
     "fibinet": {"bottom_mlp": [16, 8], "reduction": 2, "dnn": [16, 1]},
 }
@@ -116,6 +117,30 @@ def resolved_dim(o: Any) -> int:
     return max(1, round(o.embedding_dim * o.scale.dim))
 
 
+def field_inputs(o: Any, num_dense: int, num_sparse: int) -> tuple[int, list[int] | None]:
+    """(m, bottom sizes) of FieldInputs: ``per_feature`` m = F + num_dense fields of v_k x_k and no
+    bottom MLP; ``field`` m = F + 1 and the bottom MLP [num_dense, *hidden (scale.mlp), d]."""
+    if getattr(o, "dense_features", "field") == "per_feature":
+        return num_sparse + num_dense, None
+    bottom = o.bottom_mlp or [64, o.embedding_dim]
+    return num_sparse + 1, [num_dense, *scaled(bottom[:-1], o.scale.mlp), resolved_dim(o)]
+
+
+def dcnv2_tail(o: Any, n: int) -> tuple[list[int], int]:
+    """DCN-V2: (DNN sizes [n, *hidden], in_features of the final Linear) for x0 width n."""
+    h = scaled(o.top_mlp[:-1], o.scale.mlp * o.scale.over_arch)
+    last = h[-1] if h else n
+    return [n, *h], n + last if o.structure == "parallel" else last
+
+
+def dcnv2_cross_params(o: Any, n: int) -> int:
+    """L (n^2 + n) full; L (2 n r + n) low-rank; L (K (2 n r + r^2) + n) + K n gates (K > 1) mixture."""
+    r, k = o.low_rank, o.experts
+    if k is not None:
+        return o.cross_layers * (k * (2 * n * r + r * r) + n) + (k * n if k > 1 else 0)
+    return o.cross_layers * (2 * n * r + n if r else n * n + n)
+
+
 def expected_linears(o: Any, num_dense: int, num_sparse: int) -> list[tuple[int, int, bool]]:
     """Every ``nn.Linear`` of the model outside the embeddings as (in, out, bias), from the options:
     hidden MLP widths scaled by ``scale.mlp`` (top MLP also by ``scale.over_arch``), the last bottom
@@ -135,11 +160,15 @@ def expected_linears(o: Any, num_dense: int, num_sparse: int) -> list[tuple[int,
             n = n_out
         return out + lin([n * d, *scaled(o.top_mlp[:-1], top_factor), 1])
 
-    out = lin([num_dense, *scaled(o.bottom_mlp[:-1], mlp_factor), d])
     if o.name == "dlrm":
+        out = lin([num_dense, *scaled(o.bottom_mlp[:-1], mlp_factor), d])
         return out + lin([d + f * (f + 1) // 2, *scaled(o.top_mlp[:-1], top_factor), 1])
+    m, bottom = field_inputs(o, num_dense, num_sparse)
+    out = lin(bottom) if bottom else []
     if o.name == "dcnv2":
-        return out + lin([m * d, *scaled(o.top_mlp[:-1], top_factor), 1])
+        gates = [(m * d, 1, False)] * o.experts if o.experts and o.experts > 1 else []
+        dnn, final = dcnv2_tail(o, m * d)
+        return out + gates + lin(dnn) + [(final, 1, True)]
     if o.name == "deepfm":
         return out + [(m * d, 1, True)] + lin([m * d, *scaled(o.dnn[:-1], top_factor), 1])
     if o.name == "autoint":
@@ -177,13 +206,14 @@ def expected_dense_params(o: Any, num_dense: int, num_sparse: int) -> int:
             n = n_out
         return total + chain([n * d, *scaled(o.top_mlp, top_factor, logit=True)])
 
-    total = chain([num_dense, *scaled(o.bottom_mlp[:-1], mlp_factor), d])
     if o.name == "dlrm":
+        total = chain([num_dense, *scaled(o.bottom_mlp[:-1], mlp_factor), d])
         return total + chain([d + f * (f + 1) // 2, *scaled(o.top_mlp, top_factor, logit=True)])
+    m, bottom = field_inputs(o, num_dense, num_sparse)
+    total = chain(bottom) if bottom else num_dense * d  # per_feature: one v_k [d] per dense feature
     if o.name == "dcnv2":
-        n = m * d
-        cross = o.cross_layers * (2 * n * o.low_rank + n if o.low_rank else n * n + n)
-        return total + cross + chain([n, *scaled(o.top_mlp, top_factor, logit=True)])
+        dnn, final = dcnv2_tail(o, m * d)
+        return total + dcnv2_cross_params(o, m * d) + chain(dnn) + final + 1
     if o.name == "deepfm":
         return total + (m * d + 1) + chain([m * d, *scaled(o.dnn, top_factor, logit=True)])
     if o.name == "autoint":
@@ -250,12 +280,19 @@ COUNT_CASES = [
     *[(n, {}) for n in MODEL_NAMES],
     ("dlrm", {"bottom_mlp": [32, 16, 8], "top_mlp": [32, 16, 1]}),
     ("dcnv2", {"low_rank": 5}),
-    ("dcnv2", {"cross_layers": 3, "top_mlp": [1]}),
+    ("dcnv2", {"structure": "stacked", "cross_layers": 3, "top_mlp": [1]}),  # the cross network alone
+    ("dcnv2", {"structure": "stacked", "low_rank": 3, "top_mlp": [16, 12, 1]}),
+    ("dcnv2", {"low_rank": 3, "experts": 4}),
+    ("dcnv2", {"structure": "stacked", "low_rank": 5, "experts": 1, "expert_activation": "relu"}),  # no gates
+    ("dcnv2", {"dense_features": "field", "bottom_mlp": [16, 8], "dropout": 0.3, "init": "he_normal"}),
+    ("dcnv2", {"dense_features": "field", "init": "torch"}),  # bottom_mlp default [64, d]
     ("wukong", {"n_f": 2, "n_l": 2}),  # n_0 = n_f + n_l: identity residual everywhere
     ("wukong", {"num_layers": 3, "n_f": 3, "n_l": 5, "k": 6, "fmb_mlp": [16, 12], "dense_embeddings": 2,
                 "bottom_mlp": [8, 12], "top_mlp": [12, 6, 1]}),
     ("wukong", {"fmb_mlp": [], "bottom_mlp": [], "top_mlp": [1]}),
     ("deepfm", {"dnn": [32, 16, 1]}),
+    ("deepfm", {"dense_features": "field", "bottom_mlp": [16, 8], "dropout": 0.0, "init": "torch"}),
+    ("autoint", {"dense_features": "field", "bottom_mlp": [16, 8]}),
     ("autoint", {"dnn": []}),
     ("autoint", {"attention_layers": 3, "heads": 3, "attention_dim": 5}),
     ("xdeepfm", {"cin": [6, 4, 5], "dnn": [1]}),
@@ -287,6 +324,10 @@ def test_dense_parameter_count_matches_formula(name, overrides):
 FLOP_CASES = [
     *[(n, {}) for n in MODEL_NAMES],
     ("dcnv2", {"low_rank": 4}),
+    ("dcnv2", {"structure": "stacked", "dense_features": "field", "bottom_mlp": [16, 8]}),
+    ("dcnv2", {"low_rank": 3, "experts": 4}),
+    ("dcnv2", {"structure": "stacked", "low_rank": 3, "experts": 1}),
+    ("deepfm", {"dense_features": "field", "bottom_mlp": [16, 8]}),
     ("autoint", {"dnn": []}),
     ("wukong", {"n_f": 2, "n_l": 2}),  # n_in == n_f + n_l in every layer
     ("wukong", {"n_f": 3, "n_l": 6, "num_layers": 3, "dense_embeddings": 2}),  # layer 0 projects (5 -> 9)
@@ -409,7 +450,7 @@ def test_scale_mlp_on_dlrm_layer_by_layer():
     ("dlrm", {"bottom_mlp": [16, 1, 8]}),  # bottom hidden widths 16, 1; the last layer is d = 8
     ("wukong", {"fmb_mlp": [16, 1], "bottom_mlp": [16, 1]}),
     ("xdeepfm", {"cin": [8, 1]}),
-    ("deepfm", {"bottom_mlp": [16, 1, 8]}),
+    ("deepfm", {"dense_features": "field", "bottom_mlp": [16, 1, 8]}),
 ])
 def test_scale_mlp_also_scales_a_last_hidden_width_of_one(name, spec):
     """A hidden width of 1 at the end of a hidden list is not a logit: scale.mlp must scale it
@@ -426,9 +467,11 @@ def test_scale_over_arch_scales_only_the_top_mlp(name):
     assert after == expected_linears(opts, NUM_DENSE, len(FEATURES))
     changed = [(b, a) for b, a in zip(before, after) if b != a]
     assert changed, "over_arch changed no layer"
-    # only the top MLP changes: its hidden width 16 doubles (and the logit layer's input with it)
+    # only the top MLP changes: its hidden width 16 doubles (and the logit layer's input with it;
+    # DCN-V2 parallel: the logit layer reads [x_L; h], N + 16 → N + 32)
     for (bi, bo, _), (ai, ao, _) in changed:
-        assert (ai, ao) in ((2 * bi, bo), (bi, 2 * bo)) and 16 in (bi, bo)
+        parallel_logit = name == "dcnv2" and ao == bo == 1 and ai == bi + 16
+        assert parallel_logit or ((ai, ao) in ((2 * bi, bo), (bi, 2 * bo)) and 16 in (bi, bo))
     assert after[-1][1] == 1  # the logit layer stays width 1
 
 

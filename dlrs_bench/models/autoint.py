@@ -1,4 +1,5 @@
-"""AutoInt (Song et al. 2019) and AutoInt+ (with a DNN) over fields ``[B, m, d]``, m = F + 1.
+"""AutoInt (Song et al. 2019) and AutoInt+ (with a DNN) over fields ``[B, m, d]``: m = F + num_dense
+(``dense_features: per_feature``, e_m = v_m x_m as the paper's eq. 4, the default) or F + 1 (``field``).
 
 ``attention_layers`` layers of multi-head self-attention over the fields (``heads`` heads of
 ``attention_dim`` each, no scaling, as the paper) with a linear residual and ReLU; a Linear on
@@ -46,9 +47,9 @@ class SelfAttention(nn.Module):
 class AutoInt(nn.Module):
     def __init__(self, num_dense: int, num_sparse: int, embeddings: nn.Module, options: AutoIntOptions) -> None:
         super().__init__()
-        self.m = num_sparse + 1
         self.embeddings = embeddings
-        self.inputs = FieldInputs(num_dense, num_sparse, options.bottom())
+        self.inputs = FieldInputs.from_options(num_dense, num_sparse, options)
+        self.m = self.inputs.num_fields
         layers, d_in = [], options.dim
         for _ in range(options.attention_layers):
             layers.append(SelfAttention(d_in, options.heads, options.attention_dim))

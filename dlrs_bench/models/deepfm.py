@@ -1,10 +1,18 @@
-"""DeepFM (Guo et al. 2017) over fields: dense field + F pooled embeddings ``[B, m, d]``, m = F + 1.
+"""DeepFM (Guo et al., IJCAI'17) over fields ``[B, m, d]`` (:class:`FieldInputs`; m = F + num_dense
+with ``dense_features: per_feature``, F + 1 with ``field``).
 
 logit = first order + FM second order + DNN, with
-- first order: a Linear over the flattened field embeddings (so it works with any compressor,
-  which only provides d-wide vectors; DeepCTR uses separate 1-wide tables instead);
-- FM: 1/2 sum_d[(sum_f e_f)^2 - sum_f e_f^2];
-- DNN: MLP on the flattened fields (DeepCTR default 400-400-400, dropout 0.5).
+- first order: a Linear over the flattened field embeddings, m d weights + a bias (it works with any
+  compressor, which only provides d-wide vectors; the paper, FuxiCTR and DeepCTR use one weight per id
+  instead);
+- FM: 1/2 Σ_d[(Σ_f e_f)^2 - Σ_f e_f^2], the sum over pairs f < g of <e_f, e_g>;
+- DNN: on the flattened fields, Linear → ReLU → Dropout(``dropout``) for every hidden layer, then a
+  Linear to the logit (no dropout on the input). ``dnn`` 400-400-400 and ``dropout`` 0.5 are the
+  paper's §3.1 settings; DeepCTR's own defaults are (256, 128, 64) without dropout.
+
+Dense layers are initialised by ``init`` (:func:`init_weights`, default Xavier normal and zero biases
+as FuxiCTR). Defaults and their sources: ``DeepFMOptions`` (dlrs_bench/models/options.py).
+Dense parameters: inputs + (m d + 1) + Σ Linear over [m d, *h, 1].
 """
 
 from __future__ import annotations
@@ -14,25 +22,29 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.data.base import SparseFeature
-from dlrs_bench.models.layers import FieldInputs, Head, hidden
+from dlrs_bench.models.layers import FieldInputs, Head, hidden, init_weights
 from dlrs_bench.models.options import DeepFMOptions
+
+
+def fm_second_order(x: torch.Tensor) -> torch.Tensor:
+    """FM's pairwise term of fields ``[B, m, d]`` → ``[B]``: 1/2 Σ_d[(Σ_f x_f)^2 - Σ_f x_f^2]."""
+    return 0.5 * (x.sum(1).pow(2) - x.pow(2).sum(1)).sum(1)
 
 
 class DeepFM(nn.Module):
     def __init__(self, num_dense: int, num_sparse: int, embeddings: nn.Module, options: DeepFMOptions) -> None:
         super().__init__()
         self.embeddings = embeddings
-        self.inputs = FieldInputs(num_dense, num_sparse, options.bottom())
-        width = (num_sparse + 1) * options.dim
+        self.inputs = FieldInputs.from_options(num_dense, num_sparse, options)
+        width = self.inputs.num_fields * options.dim
         self.first_order = nn.Linear(width, 1)
-        self.dropout = nn.Dropout(options.dropout)
-        self.dnn = Head(width, hidden(options.widths(options.dnn, over_arch=True)))
+        self.dnn = Head(width, hidden(options.widths(options.dnn, over_arch=True)), options.dropout)
+        init_weights(self, options.init, skip=embeddings)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         x = self.inputs(dense, self.embeddings(sparse))  # [B, m, d]
         flat = x.flatten(1)
-        fm = 0.5 * (x.sum(1).pow(2) - x.pow(2).sum(1)).sum(1)
-        return self.first_order(flat).squeeze(-1) + fm + self.dnn(self.dropout(flat))
+        return self.first_order(flat).squeeze(-1) + fm_second_order(x) + self.dnn(flat)
 
     def flops_per_sample(self) -> int:
         return self.inputs.flops() + 2 * self.first_order.in_features + self.dnn.flops()

@@ -1,6 +1,9 @@
-"""Building blocks shared by the models: MLPs, the dense-feature arch, field stacking."""
+"""Building blocks shared by the models: MLPs, the dense-feature inputs, field stacking, initialisation."""
 
 from __future__ import annotations
+
+import math
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -9,10 +12,25 @@ from torchrec.sparse.jagged_tensor import KeyedTensor
 
 from dlrs_bench.models.base import linear_flops
 
+DenseFeatures = Literal["field", "per_feature"]
+InitScheme = Literal["xavier_normal", "he_normal", "torch"]
 
-def mlp(in_features: int, widths: list[int]) -> nn.Module:
-    """Linear + ReLU layers of ``widths`` (identity when ``widths`` is empty)."""
-    return MLP(in_features, widths, activation="relu") if widths else nn.Identity()
+
+def mlp(in_features: int, widths: list[int], dropout: float = 0.0) -> nn.Module:
+    """Linear + ReLU layers of ``widths`` (identity when ``widths`` is empty).
+
+    With ``dropout`` > 0 every hidden layer is Linear → ReLU → Dropout(``dropout``), the order of
+    FuxiCTR's ``MLP_Block`` (fuxictr/pytorch/layers/blocks/mlp_block.py) and DeepCTR's ``DNN``
+    (deepctr/layers/core.py); without, TorchRec's ``MLP`` (Linear + ReLU).
+    """
+    if not widths:
+        return nn.Identity()
+    if not dropout:
+        return MLP(in_features, widths, activation="relu")
+    layers: list[nn.Module] = []
+    for a, b in zip([in_features, *widths], widths):
+        layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
 
 
 class Head(nn.Module):
@@ -21,12 +39,13 @@ class Head(nn.Module):
     Args:
         in_features: input width.
         hidden: hidden widths (ReLU); may be empty (a logistic regression).
+        dropout: dropout after every hidden layer (:func:`mlp`); none on the input or the logit.
     """
 
-    def __init__(self, in_features: int, hidden: list[int]) -> None:
+    def __init__(self, in_features: int, hidden: list[int], dropout: float = 0.0) -> None:
         super().__init__()
         self.sizes = [in_features, *hidden, 1]
-        self.hidden = mlp(in_features, hidden)
+        self.hidden = mlp(in_features, hidden, dropout)
         self.out = nn.Linear(self.sizes[-2], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,24 +66,113 @@ def fields(pooled: KeyedTensor, num_fields: int, dim: int) -> torch.Tensor:
 
 
 class FieldInputs(nn.Module):
-    """Dense features and pooled embeddings as fields ``[B, F + 1, d]`` (dense field first).
+    """Dense features and pooled embeddings as fields ``[B, m, d]``, the dense fields first.
+
+    ``dense_features``:
+
+    - ``field``: the dense features go through the bottom MLP (ReLU after every layer, TorchRec's
+      ``MLP`` as DLRM's dense arch) to one d-vector, one field: m = F + 1;
+    - ``per_feature``: dense feature k becomes its own field e_k = v_k x_k with a learned v_k ``[d]``
+      (``Linear(1, d, bias=False)`` per feature, as FuxiCTR's numeric ``FeatureEmbedding`` and the
+      AutoInt paper's eq. 4): m = F + num_dense. Stored as one ``[num_dense, d]`` weight; initialised
+      as ``nn.Linear(1, d)`` would be, U(-1, 1), until :func:`init_weights` says otherwise.
 
     Args:
-        num_dense: dense input features (mapped by the bottom MLP to one d-vector).
+        num_dense: dense input features.
         num_sparse: F.
-        bottom: bottom MLP widths, ending in d.
+        bottom: bottom MLP widths, ending in d (``per_feature`` reads only d, the last).
+        dense_features: ``field`` or ``per_feature``.
+
+    Attributes:
+        num_fields: m.
     """
 
-    def __init__(self, num_dense: int, num_sparse: int, bottom: list[int]) -> None:
+    def __init__(self, num_dense: int, num_sparse: int, bottom: list[int],
+                 dense_features: DenseFeatures = "field") -> None:
         super().__init__()
-        if num_dense < 1:
-            raise ValueError("this model needs at least one dense feature for its bottom MLP")
         self.num_dense, self.num_sparse, self.d, self.bottom = num_dense, num_sparse, bottom[-1], bottom
-        self.dense_arch = MLP(num_dense, bottom, activation="relu")
+        self.dense_features = dense_features
+        if dense_features == "field":
+            if num_dense < 1:
+                raise ValueError("dense_features: field needs at least one dense feature for its bottom MLP")
+            self.num_fields = num_sparse + 1
+            self.dense_arch = MLP(num_dense, bottom, activation="relu")
+        elif dense_features == "per_feature":
+            self.num_fields = num_sparse + num_dense
+            self.dense_weight = nn.Parameter(torch.empty(num_dense, self.d).uniform_(-1.0, 1.0))
+        else:
+            raise ValueError(f"dense_features must be 'field' or 'per_feature', got {dense_features!r}")
+
+    @classmethod
+    def from_options(cls, num_dense: int, num_sparse: int, options: Any) -> FieldInputs:
+        """From a model's options (``WithBottomMLP``: ``dense_features``, ``bottom()`` and ``dim``)."""
+        if options.dense_features == "per_feature":
+            return cls(num_dense, num_sparse, [options.dim], "per_feature")
+        return cls(num_dense, num_sparse, options.bottom(), "field")
+
+    def dense_fields(self, dense: torch.Tensor) -> torch.Tensor:
+        """``[B, num_dense]`` → ``[B, 1, d]`` (field) or ``[B, num_dense, d]`` (per_feature)."""
+        if self.dense_features == "field":
+            return self.dense_arch(dense).unsqueeze(1)
+        return dense.unsqueeze(2) * self.dense_weight
 
     def forward(self, dense: torch.Tensor, pooled: KeyedTensor) -> torch.Tensor:
-        """``dense`` ``[B, num_dense]`` and F pooled embeddings → ``[B, F + 1, d]``."""
-        return torch.cat([self.dense_arch(dense).unsqueeze(1), fields(pooled, self.num_sparse, self.d)], dim=1)
+        """``dense`` ``[B, num_dense]`` and F pooled embeddings → ``[B, m, d]``."""
+        return torch.cat([self.dense_fields(dense), fields(pooled, self.num_sparse, self.d)], dim=1)
 
     def flops(self) -> int:
-        return linear_flops([self.num_dense, *self.bottom])
+        """The bottom MLP's (``per_feature`` is elementwise, not counted)."""
+        return linear_flops([self.num_dense, *self.bottom]) if self.dense_features == "field" else 0
+
+
+# ---------------------------------------------------------------- initialisation
+
+#: Keras' truncated normal within 2 std has std 0.8796 of the untruncated one (VarianceScaling).
+_TRUNCATED_STD = 0.87962566103423978
+
+
+def init_kernel(weight: torch.Tensor, scheme: InitScheme, fan_in: int, fan_out: int) -> None:
+    """Initialise a weight of ``fan_in`` inputs and ``fan_out`` outputs in place.
+
+    - ``xavier_normal``: N(0, 2 / (fan_in + fan_out)), as ``torch.nn.init.xavier_normal_``;
+    - ``he_normal``: Keras' He normal, a normal of std sqrt(2 / fan_in) truncated at 2 std (rescaled
+      so that the truncated std is sqrt(2 / fan_in));
+    - ``torch``: left as it is.
+    """
+    if scheme == "torch" or weight.numel() == 0:
+        return
+    with torch.no_grad():
+        if scheme == "xavier_normal":
+            weight.normal_(0.0, math.sqrt(2.0 / (fan_in + fan_out)))
+        elif scheme == "he_normal":
+            std = math.sqrt(2.0 / fan_in) / _TRUNCATED_STD
+            nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
+        else:
+            raise ValueError(f"unknown init scheme {scheme!r}")
+
+
+def init_weights(model: nn.Module, scheme: InitScheme, skip: nn.Module | None = None) -> None:
+    """Initialise the dense layers of ``model`` (not ``skip``, the embedding module) by ``scheme``.
+
+    Every ``nn.Linear`` gets :func:`init_kernel` on its weight and a zero bias, and a
+    :class:`FieldInputs` ``per_feature`` weight is initialised as the ``Linear(1, d)`` weights it
+    stands for (fan_in 1, fan_out d) — as FuxiCTR's ``BaseModel.reset_parameters``
+    (fuxictr/pytorch/models/rank_model.py: ``xavier_normal_`` on every Linear and Conv1d weight,
+    biases 0, the numeric-feature ``Linear(1, d)`` included). Parameters that are not in a Linear
+    (e.g. TorchRec's cross-network kernels) are the model's to initialise. ``torch`` leaves every
+    layer at PyTorch's default (``nn.Linear``: Kaiming-uniform weights and uniform biases, the init
+    of TorchRec's ``MLP``).
+    """
+    if scheme == "torch":
+        return
+    skipped = {id(m) for m in skip.modules()} if skip is not None else set()
+    for module in model.modules():
+        if id(module) in skipped:
+            continue
+        if isinstance(module, nn.Linear):
+            init_kernel(module.weight, scheme, module.in_features, module.out_features)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, FieldInputs) and module.dense_features == "per_feature":
+            for v in module.dense_weight:  # each row is one Linear(1, d) weight
+                init_kernel(v, scheme, 1, module.d)

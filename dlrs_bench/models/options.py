@@ -10,19 +10,36 @@ from dlrs_bench.config.schema import ModelOptions
 
 
 class WithBottomMLP(ModelOptions):
-    """Options of models that map the dense features to one extra field of size d (DLRM's bottom MLP)."""
+    """Options of the field models (dlrs_bench/models/layers.py ``FieldInputs``): how the dense
+    features become fields. ``field``: one field of size d through the bottom MLP (DLRM's way);
+    ``per_feature``: one field e_k = v_k x_k per dense feature (FuxiCTR's numeric embedding,
+    ``Linear(1, d, bias=False)``), without a bottom MLP. A subclass sets its paper's default."""
 
-    bottom_mlp: list[PositiveInt] = Field(default_factory=lambda: [64, 16], min_length=1)
+    dense_features: Literal["field", "per_feature"] = Field(
+        "field", description="field: one field through bottom_mlp (DLRM); per_feature: e_k = v_k x_k per dense "
+                             "feature, m = F + num_dense fields (FuxiCTR, AutoInt eq. 4)")
+    bottom_mlp: list[PositiveInt] | None = Field(
+        None, min_length=1, description="dense_features: field only: widths ending in embedding_dim "
+                                        "(default [64, embedding_dim])")
 
     @model_validator(mode="after")
     def _bottom_ends_in_dim(self) -> WithBottomMLP:
+        if self.bottom_mlp is None:
+            return self
+        if self.dense_features == "per_feature":
+            raise ValueError("bottom_mlp is unused with dense_features: per_feature (each dense feature is its own "
+                             "field); remove it, or set dense_features: field")
         if self.bottom_mlp[-1] != self.embedding_dim:
             raise ValueError(f"bottom_mlp must end in embedding_dim ({self.embedding_dim}), got {self.bottom_mlp}")
         return self
 
     def bottom(self) -> list[int]:
-        """Bottom MLP widths after scaling: hidden layers by ``scale.mlp``, the last = scaled d."""
-        return self.widths(self.bottom_mlp[:-1]) + [self.dim]
+        """Bottom MLP widths after scaling: hidden layers by ``scale.mlp``, the last = scaled d. A
+        model that calls it with ``per_feature`` builds the wrong inputs: it is refused."""
+        if self.dense_features == "per_feature":
+            raise ValueError(f"{self.name}: dense_features: per_feature has no bottom MLP; the model must build "
+                             "its inputs with FieldInputs.from_options (dlrs_bench/models/layers.py)")
+        return self.widths((self.bottom_mlp or [64, self.embedding_dim])[:-1]) + [self.dim]
 
 
 def logit_mlp(layers: list[int]) -> list[int]:
@@ -55,25 +72,83 @@ class DLRMOptions(ModelOptions):
         return self.widths(self.top_mlp, over_arch=True)
 
 
+#: How the dense layers start (dlrs_bench/models/layers.py ``init_weights``): ``xavier_normal`` weights
+#: and zero biases as FuxiCTR (BaseModel.reset_parameters) and DeepCTR (glorot_normal DNN kernels);
+#: ``he_normal`` (Keras He normal) as the DCN-V2 paper §7.1.3; ``torch``: PyTorch's nn.Linear default
+#: (TorchRec's MLP), the init before issue 13.
+InitOption = Literal["xavier_normal", "he_normal", "torch"]
+
+
 class DCNv2Options(WithBottomMLP):
+    """DCN-V2 (dlrs_bench/models/dcnv2.py; Wang et al., WWW'21). Defaults and their sources:
+
+    - ``dense_features`` per_feature: FuxiCTR/BARS (numeric FeatureEmbedding). The paper's x0 appends
+      the normalised dense values themselves (§3.1), which no field model here offers;
+    - ``structure`` parallel: FuxiCTR's DCNv2_default (model_zoo/DCNv2/config/model_config.yaml
+      ``model_structure: parallel``); the paper finds the better one data dependent (§3.4; Table 6:
+      stacked on Criteo, parallel on MovieLens-1M);
+    - ``cross_layers`` 3: FuxiCTR's ``num_cross_layers: 3``, and the paper's §7.5 reference setting
+      "3 cross layers followed by 3 hidden layers of size 512", which also gives ``top_mlp``;
+    - full W (``low_rank`` unset): paper eq. 1, FuxiCTR's CrossNetV2; ``low_rank`` r: eq. 2, W = U V^T;
+      ``experts`` K: the mixture of low-rank experts, eq. 3 with eq. 4's nonlinear g(C g(V^T x)),
+      softmax gates, as TorchRec's LowRankMixtureCrossNet and FuxiCTR's CrossNetMix;
+      ``expert_activation`` tanh as FuxiCTR's CrossNetMix and DeepCTR (the paper: "any nonlinear
+      activation"; TorchRec's default is relu);
+    - ``dropout`` 0: FuxiCTR's ``net_dropout: 0`` (the paper names none);
+    - ``init`` xavier_normal: FuxiCTR (the reference implementation); he_normal is the paper's.
+    """
+
     name: Literal["dcnv2"] = "dcnv2"
+    dense_features: Literal["field", "per_feature"] = "per_feature"
+    structure: Literal["stacked", "parallel"] = Field(
+        "parallel", description="stacked: DNN on the cross output; parallel: cross and DNN side by side on x0, "
+                                "concatenated before the logit")
     cross_layers: PositiveInt = 3
-    low_rank: PositiveInt | None = Field(None, description="rank r of W = U V; unset = full W")
-    top_mlp: list[PositiveInt] = Field(default_factory=lambda: [256, 128, 1], min_length=1)
+    low_rank: PositiveInt | None = Field(None, description="rank r of W = U V^T; unset = full W")
+    experts: PositiveInt | None = Field(
+        None, description="K low-rank experts per cross layer (needs low_rank), softmax-gated; unset = no mixture")
+    expert_activation: Literal["tanh", "relu"] = Field("tanh", description="g of the experts (with experts)")
+    top_mlp: list[PositiveInt] = Field(default_factory=lambda: [512, 512, 512, 1], min_length=1,
+                                       description="DNN hidden widths, then the logit (1)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="after every DNN hidden layer")
+    init: InitOption = "xavier_normal"
 
     _top_ends_in_logit = field_validator("top_mlp")(logit_mlp)
 
+    @model_validator(mode="after")
+    def _cross(self) -> DCNv2Options:
+        if self.experts is not None and self.low_rank is None:
+            raise ValueError("experts needs low_rank (the rank r of each expert)")
+        if self.structure == "parallel" and len(self.top_mlp) < 2:
+            raise ValueError("structure: parallel needs a DNN: top_mlp with hidden widths before the logit, "
+                             f"got {self.top_mlp} (stacked with [1] is the cross network alone)")
+        return self
+
 
 class DeepFMOptions(WithBottomMLP):
+    """DeepFM (dlrs_bench/models/deepfm.py; Guo et al., IJCAI'17). Defaults and their sources:
+
+    - ``dense_features`` per_feature: the paper represents a continuous field by its value (§2), whose
+      FM factor is then v_i x_i, as FuxiCTR's numeric embedding;
+    - ``dnn`` 400-400-400 and ``dropout`` 0.5 after every hidden layer: the paper's §3.1 settings
+      (those of Qu et al. 2016, shared by its deep models). Not DeepCTR's: its DeepFM defaults are
+      (256, 128, 64) and dnn_dropout 0 (deepctr/models/deepfm.py); FuxiCTR's DeepFM_default template is
+      [300, 300, 300] with net_dropout 0;
+    - ``init`` xavier_normal: FuxiCTR, and DeepCTR's glorot_normal DNN kernels.
+    """
+
     name: Literal["deepfm"] = "deepfm"
+    dense_features: Literal["field", "per_feature"] = "per_feature"
     dnn: list[PositiveInt] = Field(default_factory=lambda: [400, 400, 400, 1], min_length=1)
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0, description="after every DNN hidden layer")
+    init: InitOption = "xavier_normal"
 
     _dnn_ends_in_logit = field_validator("dnn")(logit_mlp)
 
 
 class AutoIntOptions(WithBottomMLP):
     name: Literal["autoint"] = "autoint"
+    dense_features: Literal["field", "per_feature"] = "per_feature"  # the paper's eq. 4: e_m = v_m x_m
     attention_layers: PositiveInt = 3
     heads: PositiveInt = 2
     attention_dim: PositiveInt = Field(8, description="width of each head")

@@ -168,9 +168,9 @@ def test_split_half_needs_even_widths():
     CIN(3, [4, 5], split_half=True)  # the last layer may be odd
     opts = MODELS.get("xdeepfm").Options
     with pytest.raises(ValidationError, match="even"):
-        opts(name="xdeepfm", embedding_dim=D, bottom_mlp=[8, D], cin=[5, 4], split_half=True)
+        opts(name="xdeepfm", embedding_dim=D, cin=[5, 4], split_half=True)
     with pytest.raises(ValidationError, match="scale.mlp"):  # even as written, odd after scale.mlp
-        opts(name="xdeepfm", embedding_dim=D, bottom_mlp=[8, D], cin=[2, 4], split_half=True, scale={"mlp": 1.5})
+        opts(name="xdeepfm", embedding_dim=D, cin=[2, 4], split_half=True, scale={"mlp": 1.5})
 
 
 # ---------------------------------------------------------------- bilinear
@@ -231,7 +231,7 @@ def test_senet_matches_formula(excitation, m, reduction, hidden):
 
 
 def model(name: str, seed: int = 0, **overrides):
-    values = {"embedding_dim": D, "bottom_mlp": [8, D], "dnn": [8, 1], **overrides}
+    values = {"embedding_dim": D, "dense_features": "field", "bottom_mlp": [8, D], "dnn": [8, 1], **overrides}
     opts = MODELS.get(name).Options(name=name, **values)
     torch.manual_seed(seed)
     embeddings = build_embeddings(FEATURES, opts.dim, COMPRESSORS.get("none").Options(kind="none"), torch.device("cpu"))

@@ -51,8 +51,8 @@ SMALL: dict[str, dict[str, Any]] = {
     "wukong": {"num_layers": 2, "n_f": 4, "n_l": 4, "k": 4, "fmb_mlp": [16], "bottom_mlp": [16], "top_mlp": [16, 1]},
     "deepfm": {"dnn": [16, 1]},
     "autoint": {"attention_layers": 2, "heads": 2, "attention_dim": 4, "dnn": [16, 1]},
-    "xdeepfm": {"bottom_mlp": [16, 8], "cin": [8, 8], "dnn": [16, 1]},
-    "fibinet": {"bottom_mlp": [16, 8], "reduction": 2, "dnn": [16, 1]},
+    "xdeepfm": {"cin": [8, 8], "dnn": [16, 1]},
+    "fibinet": {"reduction": 2, "dnn": [16, 1]},
 }
 
 

@@ -105,9 +105,9 @@ class Bilinear(nn.Module):
 class FiBiNET(nn.Module):
     def __init__(self, num_dense: int, num_sparse: int, embeddings: nn.Module, options: FiBiNETOptions) -> None:
         super().__init__()
-        self.m, self.d = num_sparse + 1, options.dim
         self.embeddings = embeddings
-        self.inputs = FieldInputs(num_dense, num_sparse, options.bottom())
+        self.inputs = FieldInputs.from_options(num_dense, num_sparse, options)
+        self.m, self.d = self.inputs.num_fields, options.dim
         self.senet = SENET(self.m, options.reduction, options.excitation)
         self.bilinear_e = Bilinear(self.m, self.d, options.bilinear)  # p: on the embeddings E
         self.bilinear_v = Bilinear(self.m, self.d, options.bilinear)  # q: on the SENET output V

@@ -169,6 +169,7 @@ class XDeepFMOptions(WithBottomMLP):
     (deepctr/layers/interaction.py) defaults to ``relu`` and ``split_half`` on."""
 
     name: Literal["xdeepfm"] = "xdeepfm"
+    dense_features: Literal["field", "per_feature"] = "per_feature"  # as FuxiCTR/BARS (numeric FeatureEmbedding)
     cin: list[PositiveInt] = Field(default_factory=lambda: [200, 200, 200], min_length=1,
                                    description="feature maps H_k of each CIN layer")
     cin_activation: Literal["identity", "relu"] = Field(
@@ -197,6 +198,7 @@ class FiBiNETOptions(WithBottomMLP):
     paper and FuxiCTR's SqueezeExcitation (which also offers sigmoid)."""
 
     name: Literal["fibinet"] = "fibinet"
+    dense_features: Literal["field", "per_feature"] = "per_feature"  # as FuxiCTR/BARS (numeric FeatureEmbedding)
     reduction: PositiveInt = Field(3, description="SENET reduction ratio r: max(1, m // r) hidden units")
     excitation: Literal["relu", "sigmoid"] = Field("relu", description="activation of the SENET output")
     bilinear: Literal["field_all", "field_each", "field_interaction"] = Field(

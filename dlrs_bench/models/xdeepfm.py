@@ -93,9 +93,10 @@ class CIN(nn.Module):
 class XDeepFM(nn.Module):
     def __init__(self, num_dense: int, num_sparse: int, embeddings: nn.Module, options: XDeepFMOptions) -> None:
         super().__init__()
-        m, self.d = num_sparse + 1, options.dim
+        self.d = options.dim
         self.embeddings = embeddings
-        self.inputs = FieldInputs(num_dense, num_sparse, options.bottom())
+        self.inputs = FieldInputs.from_options(num_dense, num_sparse, options)
+        m = self.inputs.num_fields
         self.linear = nn.Linear(m * self.d, 1)
         self.cin = CIN(m, options.widths(options.cin), options.cin_activation, options.cin_bias, options.split_half)
         self.cin_out = nn.Linear(self.cin.out_features, 1, bias=False)

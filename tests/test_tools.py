@@ -60,3 +60,32 @@ def test_the_benchmarks_run_and_record_their_ratios(tmp_path):
     info = benchmarks["test_one_hot_batches[none]"]
     assert info["samples_per_s"] > 0 and info["ratio_vs_plain_warm"] == pytest.approx(
         info["samples_per_s"] / info["plain_warm_samples_per_s"], rel=0.01)
+
+
+def test_fuxictr_side_by_side_pairs_each_variant_with_its_dlrs_bench_runs(tmp_path):
+    """``tools/fuxictr_compare.py table``: FuxiCTR's summary against dlrs-bench's finished runs of the same
+    model (failed runs left out), mean ± std over seeds, the difference and the 0.002 verdict."""
+    import json
+
+    def summary(auc: float) -> dict:
+        return {"summary": {"valid_auc": {"mean": auc, "std": 0.001}},
+                "params": {"total": 1000, "embedding": 600, "first_order": 10, "dense": 390}}
+
+    fuxictr = tmp_path / "fuxictr.json"
+    fuxictr.write_text(json.dumps({"models": {"DCNv2 stacked": summary(0.8080), "DeepFM": summary(0.8000),
+                                              "FiBiNET": summary(0.8)}}))
+    runs = [("dcnv2", "stacked", 0.8070, "not_reached"), ("dcnv2", "stacked", 0.8076, "reached"),
+            ("dcnv2", "parallel", 0.9, "reached"), ("deepfm", None, 0.7950, "reached"),
+            ("deepfm", None, 0.99, "failed")]
+    for i, (name, structure, auc, status) in enumerate(runs):
+        folder = tmp_path / "r" / "s" / f"id{i}"
+        folder.mkdir(parents=True)
+        model = {"name": name, **({"structure": structure} if structure else {})}
+        (folder / "seed0.json").write_text(json.dumps({
+            "status": status, "scenario": {"model": model}, "best_metrics": {"auc": auc},
+            "model": {"total_params": 2000}, "embedding": {"params": 700}}))
+    out = run_tool("fuxictr_compare.py", "table", "--fuxictr", str(fuxictr), "--results", str(tmp_path / "r"))
+    assert ("| DCNv2 stacked | 0.8080 ± 0.0010 | 0.8073 ± 0.0004 (2) | -0.0007 | yes | 1,000 (610) "
+            "| 2,000 (700) |") in out
+    assert "| DeepFM | 0.8000 ± 0.0010 | 0.7950 ± 0.0000 (1) | -0.0050 | no |" in out
+    assert "| FiBiNET | 0.8000 | – |" in out

@@ -1,7 +1,7 @@
 """Train FuxiCTR's model_zoo models on dlrs-bench's bundled MovieLens, same splits and features (issue 13).
 
 FuxiCTR runs in its own virtual environment and is never a dependency of dlrs-bench: the data go
-from one to the other as CSV files. Three subcommands (``run`` is the default):
+from one to the other as CSV files. Four subcommands (``run`` is the default):
 
 - ``zoo``: copy the models from a FuxiCTR git checkout (or mirror) into ``--dest`` (any Python; the
   models live only in FuxiCTR's GitHub ``model_zoo``, not in the pip package);
@@ -9,7 +9,8 @@ from one to the other as CSV files. Three subcommands (``run`` is the default):
   them) as CSV files (dlrs-bench's Python: it imports ``dlrs_bench``);
 - ``run``: export (through ``--dlrs-python``, every time: the data are always dlrs-bench's current
   ones), preprocess with FuxiCTR's FeatureProcessor, train every model for every seed, print a table
-  and write a JSON file (FuxiCTR's Python).
+  and write a JSON file (FuxiCTR's Python);
+- ``table``: the side-by-side with dlrs-bench's runs of ``suites/fuxictr_match.yaml`` (any Python).
 
 Every model uses its ``<Model>_default`` template of the zoo's ``config/model_config.yaml``, with
 issue 13's protocol on top: embedding d = 16, Adam lr 1e-3, batch 512, 2 epochs, the validation AUC
@@ -28,6 +29,8 @@ Reproduce (from the repository root)::
     python3 tools/fuxictr_compare.py zoo --git-dir /tmp/FuxiCTR/.git --rev 5c42ceb --dest /tmp/fuxi-zoo
     nice -n 10 /tmp/fuxi-venv/bin/python tools/fuxictr_compare.py --zoo /tmp/fuxi-zoo --seeds 0 1 2 \\
         --out build/fuxictr.json
+    .venv/bin/dlrs-bench run suites/fuxictr_match.yaml --results-dir build/fuxictr_match
+    python3 tools/fuxictr_compare.py table
 
 (5c42ceb is the commit that set FuxiCTR's version to 2.3.10; GitHub has no v2.3.10 tag. fuxictr 2.3.10
 reads CSV with polars' ``dtypes=``, which polars 2 removed.) The zoo can
@@ -407,6 +410,41 @@ def print_table(results: dict[str, Any]) -> None:
               f"{p['embedding']:9d} {p['first_order']:9d} {p['dense']:9d}")
 
 
+#: dlrs-bench's model of each FuxiCTR variant: (model name, DCN-V2 structure or None).
+DLRS_MODEL = {"DCNv2 stacked": ("dcnv2", "stacked"), "DCNv2 parallel": ("dcnv2", "parallel"),
+              "DeepFM": ("deepfm", None), "xDeepFM": ("xdeepfm", None), "FiBiNET": ("fibinet", None),
+              "AutoInt+": ("autoint", None)}
+
+
+def side_by_side(fuxictr: dict[str, Any], results_dir: Path, tolerance: float = 0.002) -> str:
+    """A markdown table of FuxiCTR's runs (``fuxictr``: this script's JSON) against dlrs-bench's results
+    under ``results_dir`` (``dlrs-bench run suites/fuxictr_match.yaml``): best validation AUC, mean ± std
+    over seeds, their difference, and the trainable parameters (total / embedding) of each side."""
+    by_model: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    for path in sorted(results_dir.rglob("seed*.json")):
+        result = json.loads(path.read_text())
+        if result.get("status") not in ("reached", "not_reached"):
+            continue
+        model = result["scenario"]["model"]
+        by_model.setdefault((model["name"], model.get("structure")), []).append(result)
+    rows = ["| model | FuxiCTR val AUC | dlrs-bench val AUC | Δ | within 0.002 | FuxiCTR params (emb.) "
+            "| dlrs-bench params (emb.) |", "|---|---|---|---|---|---|---|"]
+    for name, result in fuxictr["models"].items():
+        ours = by_model.get(DLRS_MODEL[name], [])
+        if not ours:
+            rows.append(f"| {name} | {result['summary']['valid_auc']['mean']:.4f} | – | | | | |")
+            continue
+        aucs = [r["best_metrics"]["auc"] for r in ours]
+        mean, std = statistics.mean(aucs), statistics.stdev(aucs) if len(aucs) > 1 else 0.0
+        theirs, p = result["summary"]["valid_auc"], result["params"]
+        delta = mean - theirs["mean"]
+        verdict = "yes" if delta >= -tolerance else "no"
+        rows.append(f"| {name} | {theirs['mean']:.4f} ± {theirs['std']:.4f} | {mean:.4f} ± {std:.4f} ({len(aucs)}) "
+                    f"| {delta:+.4f} | {verdict} | {p['total']:,} ({p['embedding'] + p['first_order']:,}) "
+                    f"| {ours[0]['model']['total_params']:,} ({ours[0]['embedding']['params']:,}) |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -434,12 +472,19 @@ def main() -> None:
     run_.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     run_.add_argument("--verbose", action="store_true", help="FuxiCTR's log on stderr")
 
+    table = commands.add_parser("table", help="the side-by-side with dlrs-bench's results (markdown)")
+    table.add_argument("--fuxictr", type=Path, default=ROOT / "build" / "fuxictr.json", help="written by `run`")
+    table.add_argument("--results", type=Path, default=ROOT / "build" / "fuxictr_match",
+                       help="dlrs-bench run suites/fuxictr_match.yaml --results-dir DIR")
+
     argv = sys.argv[1:]
     if not argv or argv[0] not in commands.choices and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]
     args = parser.parse_args(argv)
     if args.command == "zoo":
         print(copy_zoo(args.git_dir, args.rev, args.dest))
+    elif args.command == "table":
+        print(side_by_side(json.loads(args.fuxictr.read_text()), args.results))
     elif args.command == "export":
         print(json.dumps(export(args.dest)["rows"]))
     else:

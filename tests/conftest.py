@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,15 @@ def broken_movielens(folder: Path, broken: str = "ratings.csv") -> Path:
     (folder / "ratings.csv").write_text(f"userId,movieId,rating,timestamp\n1,{rating},4.0,964982703\n")
     (folder / "movies.csv").write_text(f"movieId,title,genres\n{movie},Toy Story (1995),Adventure\n")
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny tensors: intra-op threads only spin, and slow a module down a lot on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

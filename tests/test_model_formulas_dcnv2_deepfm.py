@@ -32,12 +32,7 @@ FEATURES = [SparseFeature("a", 5), SparseFeature("b", 3)]
 NUM_DENSE, DIM = 2, 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one intra-op thread
 
 
 def make(options: Any, num_dense: int = NUM_DENSE, features: list[SparseFeature] = FEATURES,

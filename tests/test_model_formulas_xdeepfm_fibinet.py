@@ -35,12 +35,7 @@ D = 4
 M = len(FEATURES) + 1  # the dense field + F sparse fields
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one intra-op thread
 
 
 def fields(batch: int = 2, m: int = 3, d: int = D, seed: int = 0) -> torch.Tensor:

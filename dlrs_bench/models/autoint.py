@@ -14,7 +14,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.data.base import SparseFeature
-from dlrs_bench.models.layers import FieldInputs, Head, hidden
+from dlrs_bench.models.layers import FieldInputs, Head, hidden, init_weights
 from dlrs_bench.models.options import AutoIntOptions
 
 
@@ -58,6 +58,7 @@ class AutoInt(nn.Module):
         self.out = Head(self.m * d_in, [])
         self.dnn = Head(self.m * options.dim, hidden(options.widths(options.dnn, over_arch=True))) \
             if options.dnn else None
+        init_weights(self, options.init, skip=embeddings)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         x = self.inputs(dense, self.embeddings(sparse))

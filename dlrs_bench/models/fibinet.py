@@ -29,7 +29,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.data.base import SparseFeature
-from dlrs_bench.models.layers import FieldInputs, Head, hidden
+from dlrs_bench.models.layers import FieldInputs, Head, hidden, init_weights
 from dlrs_bench.models.options import FiBiNETOptions
 
 BILINEAR_TYPES = ("field_all", "field_each", "field_interaction")
@@ -114,6 +114,7 @@ class FiBiNET(nn.Module):
         self.linear = nn.Linear(self.m * self.d, 1)
         pairs = self.m * (self.m - 1) // 2
         self.dnn = Head(2 * pairs * self.d, hidden(options.widths(options.dnn, over_arch=True)))
+        init_weights(self, options.init, skip=embeddings)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         e = self.inputs(dense, self.embeddings(sparse))

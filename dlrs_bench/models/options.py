@@ -148,6 +148,7 @@ class DeepFMOptions(WithBottomMLP):
 
 class AutoIntOptions(WithBottomMLP):
     name: Literal["autoint"] = "autoint"
+    init: InitOption = "xavier_normal"  # every dense Linear, as FuxiCTR (BaseModel.reset_parameters)
     dense_features: Literal["field", "per_feature"] = "per_feature"  # the paper's eq. 4: e_m = v_m x_m
     attention_layers: PositiveInt = 3
     heads: PositiveInt = 2
@@ -169,6 +170,7 @@ class XDeepFMOptions(WithBottomMLP):
     (deepctr/layers/interaction.py) defaults to ``relu`` and ``split_half`` on."""
 
     name: Literal["xdeepfm"] = "xdeepfm"
+    init: InitOption = "xavier_normal"  # every dense Linear, as FuxiCTR (BaseModel.reset_parameters)
     dense_features: Literal["field", "per_feature"] = "per_feature"  # as FuxiCTR/BARS (numeric FeatureEmbedding)
     cin: list[PositiveInt] = Field(default_factory=lambda: [200, 200, 200], min_length=1,
                                    description="feature maps H_k of each CIN layer")
@@ -198,6 +200,7 @@ class FiBiNETOptions(WithBottomMLP):
     paper and FuxiCTR's SqueezeExcitation (which also offers sigmoid)."""
 
     name: Literal["fibinet"] = "fibinet"
+    init: InitOption = "xavier_normal"  # every dense Linear, as FuxiCTR (BaseModel.reset_parameters)
     dense_features: Literal["field", "per_feature"] = "per_feature"  # as FuxiCTR/BARS (numeric FeatureEmbedding)
     reduction: PositiveInt = Field(3, description="SENET reduction ratio r: max(1, m // r) hidden units")
     excitation: Literal["relu", "sigmoid"] = Field("relu", description="activation of the SENET output")

@@ -32,7 +32,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.data.base import SparseFeature
-from dlrs_bench.models.layers import FieldInputs, Head, hidden
+from dlrs_bench.models.layers import FieldInputs, Head, hidden, init_weights
 from dlrs_bench.models.options import XDeepFMOptions
 
 
@@ -102,6 +102,7 @@ class XDeepFM(nn.Module):
         self.cin_out = nn.Linear(self.cin.out_features, 1, bias=False)
         nn.init.xavier_normal_(self.cin_out.weight)
         self.dnn = Head(m * self.d, hidden(options.widths(options.dnn, over_arch=True)))
+        init_weights(self, options.init, skip=embeddings)  # the CIN maps keep their own Xavier init
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         x = self.inputs(dense, self.embeddings(sparse))

@@ -64,19 +64,22 @@ def test_the_benchmarks_run_and_record_their_ratios(tmp_path):
 
 def test_fuxictr_side_by_side_pairs_each_variant_with_its_dlrs_bench_runs(tmp_path):
     """``tools/fuxictr_compare.py table``: FuxiCTR's summary against dlrs-bench's finished runs of the same
-    model (failed runs left out), mean ± std over seeds, the difference and the 0.002 verdict."""
+    model (failed runs left out), mean ± std over seeds, the difference and the 0.002 verdict; the variants
+    of several ``run`` files (one per ``--models`` subset) side by side, a variant in two files refused."""
     import json
 
     def summary(auc: float) -> dict:
         return {"summary": {"valid_auc": {"mean": auc, "std": 0.001}},
                 "params": {"total": 1000, "embedding": 600, "first_order": 10, "dense": 390}}
 
-    fuxictr = tmp_path / "fuxictr.json"
-    fuxictr.write_text(json.dumps({"models": {"DCNv2 stacked": summary(0.8080), "DeepFM": summary(0.8000),
-                                              "FiBiNET": summary(0.8)}}))
+    protocol = {"embedding_dim": 16, "seeds": [0, 1, 2]}
+    fuxictr, wukong = tmp_path / "fuxictr.json", tmp_path / "fuxictr_wukong.json"
+    fuxictr.write_text(json.dumps({"protocol": protocol, "models": {
+        "DCNv2 stacked": summary(0.8080), "DeepFM": summary(0.8000), "FiBiNET": summary(0.8)}}))
+    wukong.write_text(json.dumps({"protocol": protocol, "models": {"WuKong": summary(0.8050)}}))
     runs = [("dcnv2", "stacked", 0.8070, "not_reached"), ("dcnv2", "stacked", 0.8076, "reached"),
             ("dcnv2", "parallel", 0.9, "reached"), ("deepfm", None, 0.7950, "reached"),
-            ("deepfm", None, 0.99, "failed")]
+            ("deepfm", None, 0.99, "failed"), ("wukong", None, 0.8060, "reached")]
     for i, (name, structure, auc, status) in enumerate(runs):
         folder = tmp_path / "r" / "s" / f"id{i}"
         folder.mkdir(parents=True)
@@ -84,8 +87,16 @@ def test_fuxictr_side_by_side_pairs_each_variant_with_its_dlrs_bench_runs(tmp_pa
         (folder / "seed0.json").write_text(json.dumps({
             "status": status, "scenario": {"model": model}, "best_metrics": {"auc": auc},
             "model": {"total_params": 2000}, "embedding": {"params": 700}}))
-    out = run_tool("fuxictr_compare.py", "table", "--fuxictr", str(fuxictr), "--results", str(tmp_path / "r"))
+    out = run_tool("fuxictr_compare.py", "table", "--fuxictr", str(fuxictr), str(wukong),
+                   "--results", str(tmp_path / "r"))
     assert ("| DCNv2 stacked | 0.8080 ± 0.0010 | 0.8073 ± 0.0004 (2) | -0.0007 | yes | 1,000 (610) "
             "| 2,000 (700) |") in out
     assert "| DeepFM | 0.8000 ± 0.0010 | 0.7950 ± 0.0000 (1) | -0.0050 | no |" in out
     assert "| FiBiNET | 0.8000 | – |" in out
+    assert "| WuKong | 0.8050 ± 0.0010 | 0.8060 ± 0.0000 (1) | +0.0010 | yes |" in out
+    assert [line.split(" |")[0] for line in out.splitlines()[2:]] == [
+        "| DCNv2 stacked", "| DeepFM", "| FiBiNET", "| WuKong"]  # the files' order
+    twice = subprocess.run([sys.executable, str(ROOT / "tools" / "fuxictr_compare.py"), "table", "--fuxictr",
+                            str(fuxictr), str(wukong), str(wukong), "--results", str(tmp_path / "r")],
+                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert twice.returncode != 0 and "WuKong is also in an earlier --fuxictr file" in twice.stderr

@@ -32,6 +32,9 @@ Reproduce (from the repository root)::
     .venv/bin/dlrs-bench run suites/fuxictr_match.yaml --results-dir build/fuxictr_match
     python3 tools/fuxictr_compare.py table
 
+A subset of the variants can be run on its own (``--models WuKong --out build/fuxictr_wukong.json``)
+and read beside the others (``table --fuxictr build/fuxictr.json build/fuxictr_wukong.json``).
+
 (5c42ceb is the commit that set FuxiCTR's version to 2.3.10; GitHub has no v2.3.10 tag. fuxictr 2.3.10
 reads CSV with polars' ``dtypes=``, which polars 2 removed.) The zoo can
 also be named by the environment variable ``FUXICTR_ZOO``.
@@ -67,6 +70,7 @@ ZOO_MODELS = {
     "xDeepFM": "xDeepFM",
     "FiBiNET": "FiBiNET",
     "AutoInt": "AutoInt",
+    "WuKong": "WuKong",
 }
 
 #: Issue 13's protocol, set over every template.
@@ -98,6 +102,7 @@ VARIANTS = [
     Variant("xDeepFM", "xDeepFM"),
     Variant("FiBiNET", "FiBiNET"),
     Variant("AutoInt+", "AutoInt"),  # the template has dnn_hidden_units [400, 400]: AutoInt+
+    Variant("WuKong", "WuKong"),  # the template as revised in FuxiCTR 2.3.8 (commit ef890c6)
 ]
 
 DATASET_ID = "movielens_dlrs_bench"
@@ -413,7 +418,23 @@ def print_table(results: dict[str, Any]) -> None:
 #: dlrs-bench's model of each FuxiCTR variant: (model name, DCN-V2 structure or None).
 DLRS_MODEL = {"DCNv2 stacked": ("dcnv2", "stacked"), "DCNv2 parallel": ("dcnv2", "parallel"),
               "DeepFM": ("deepfm", None), "xDeepFM": ("xdeepfm", None), "FiBiNET": ("fibinet", None),
-              "AutoInt+": ("autoint", None)}
+              "AutoInt+": ("autoint", None), "WuKong": ("wukong", None)}
+
+
+def merge_runs(paths: list[Path]) -> dict[str, Any]:
+    """The ``models`` of several JSON files written by ``run`` (e.g. one per ``--models`` subset), in
+    order. A variant in two files, or files run under different protocols, are refused."""
+    merged: dict[str, Any] = {"models": {}}
+    for path in paths:
+        runs = json.loads(path.read_text())
+        if "protocol" in merged and runs.get("protocol") != merged["protocol"]:
+            raise SystemExit(f"{path}: protocol {runs.get('protocol')} differs from {paths[0]}'s {merged['protocol']}")
+        merged.setdefault("protocol", runs.get("protocol"))
+        for name, result in runs["models"].items():
+            if name in merged["models"]:
+                raise SystemExit(f"{path}: {name} is also in an earlier --fuxictr file")
+            merged["models"][name] = result
+    return merged
 
 
 def side_by_side(fuxictr: dict[str, Any], results_dir: Path, tolerance: float = 0.002) -> str:
@@ -473,7 +494,8 @@ def main() -> None:
     run_.add_argument("--verbose", action="store_true", help="FuxiCTR's log on stderr")
 
     table = commands.add_parser("table", help="the side-by-side with dlrs-bench's results (markdown)")
-    table.add_argument("--fuxictr", type=Path, default=ROOT / "build" / "fuxictr.json", help="written by `run`")
+    table.add_argument("--fuxictr", type=Path, nargs="+", default=[ROOT / "build" / "fuxictr.json"],
+                       help="written by `run`; several files (e.g. one per --models subset) are read in order")
     table.add_argument("--results", type=Path, default=ROOT / "build" / "fuxictr_match",
                        help="dlrs-bench run suites/fuxictr_match.yaml --results-dir DIR")
 
@@ -484,7 +506,7 @@ def main() -> None:
     if args.command == "zoo":
         print(copy_zoo(args.git_dir, args.rev, args.dest))
     elif args.command == "table":
-        print(side_by_side(json.loads(args.fuxictr.read_text()), args.results))
+        print(side_by_side(merge_runs(args.fuxictr), args.results))
     elif args.command == "export":
         print(json.dumps(export(args.dest)["rows"]))
     else:

@@ -8,6 +8,7 @@ sizes — or an error naming the file for data that is missing, damaged or of an
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -161,24 +162,23 @@ def bag_sizes(options: PreparedOptions, num_features: int) -> list[int]:
 
 def synthetic_cache(path: str) -> Cache:
     """The opened cache written by ``dlrs-bench data prepare synthetic`` at ``path`` (files checked)."""
-    from dlrs_bench.data.cache import open_cache  # numpy: only where a cache is read
-
-    cache = open_cache(Path(path))
-    if cache.manifest.dataset != "synthetic" or cache.manifest.splits is None:
-        cache.close()
-        raise UserInputError(f"{path}: holds a prepared {cache.manifest.dataset!r}, not a synthetic cache from "
-                             "`dlrs-bench data prepare synthetic`")
-    return cache
+    return _open_holding(path, lambda m: m.dataset == "synthetic" and m.splits is not None,
+                         "a synthetic cache from `dlrs-bench data prepare synthetic`")
 
 
 def prepared_cache(options: PreparedOptions) -> Cache:
     """The opened prepared cache ``options.path`` (files checked), which must hold ``options.name``."""
+    return _open_holding(options.path, lambda m: m.dataset == options.name, repr(options.name))
+
+
+def _open_holding(path: str, holds: Callable[[Manifest], bool], wanted: str) -> Cache:
+    """The opened cache at ``path`` when ``holds`` its manifest, else an error naming ``wanted``."""
     from dlrs_bench.data.cache import open_cache  # numpy: only where a cache is read
 
-    cache = open_cache(Path(options.path))
-    if cache.manifest.dataset != options.name:
+    cache = open_cache(Path(path))
+    if not holds(cache.manifest):
         cache.close()
-        raise UserInputError(f"{options.path}: holds a prepared {cache.manifest.dataset!r}, not {options.name!r}")
+        raise UserInputError(f"{path}: holds a prepared {cache.manifest.dataset!r}, not {wanted}")
     return cache
 
 

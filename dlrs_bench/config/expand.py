@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dlrs_bench.config.checks import MachineChecks
-from dlrs_bench.config.schema import PLUGIN_BLOCKS, Loc, Scenario, SuiteFile, _message, validate_scenario
+from dlrs_bench.config.schema import PLUGIN_BLOCKS, Loc, MLPerfSpec, Scenario, SuiteFile, _message, validate_scenario
 from dlrs_bench.config.yaml_lines import line_of, load_yaml
 from dlrs_bench.errors import UserInputError
 
@@ -41,6 +41,7 @@ class ResolvedScenario:
     label: str
     spec: Scenario
     source: str  # "file:line" of the matrix combination or scenario entry
+    mlperf: MLPerfSpec = MLPerfSpec()  # the suite's ``mlperf`` block (how its event logs present themselves)
 
 
 @dataclass
@@ -111,7 +112,7 @@ def load_suite(path: str | Path, machine_checks: bool = True) -> Suite:
             errors.append(f"{source}: resolves to the same scenario as {first_seen[sid]} (id {sid})")
             continue
         first_seen[sid] = source
-        resolved.append(ResolvedScenario(suite.name, sid, spec.name or label or suite.name, spec, source))
+        resolved.append(ResolvedScenario(suite.name, sid, spec.name or label or suite.name, spec, source, suite.mlperf))
     if errors:
         raise UserInputError(errors[0], errors)
     return Suite(suite.name, suite.description, path, resolved)

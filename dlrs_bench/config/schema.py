@@ -231,6 +231,26 @@ class Scenario(StrictModel):
         return self.in_process_group(device) and self.compressor.kind == "none"
 
 
+#: MLPerf Training ruleset whose compliance checker the event logs are written for.
+MLPERF_RULESET = "6.0.0"
+
+
+class MLPerfSpec(StrictModel):
+    """How a suite's event logs present themselves to MLPerf's compliance checker (``mlperf:`` at the top
+    of a suite; README "MLPerf compatibility"). Every run is logged in the open division unless
+    ``division: closed`` is asked for, and even then only scenarios that keep every closed rule claim it."""
+
+    org: str = Field("dlrs-bench", min_length=1, description="submission_org")
+    platform: str | None = Field(
+        None, min_length=1, description="submission_platform; default: '<ranks>x<GPU or CPU model>' of the run")
+    division: Literal["open", "closed"] = Field(
+        "open", description="closed: claimed by scenarios that keep every closed rule of the benchmark; the others "
+        "are logged open with the rules they break")
+    benchmark: Literal["dlrm_dcnv2"] = Field(
+        "dlrm_dcnv2", description=f"submission_benchmark: MLPerf Training {MLPERF_RULESET}'s recommendation benchmark "
+        "(the checker loads its rules by this name; open runs of other CTR models use it too)")
+
+
 class SuiteFile(StrictModel):
     """The top level of a suite YAML file."""
 
@@ -239,6 +259,7 @@ class SuiteFile(StrictModel):
     defaults: dict[str, Any] = Field(default_factory=dict)
     matrix: dict[str, list[Any]] = Field(default_factory=dict)
     scenarios: list[dict[str, Any]] = Field(default_factory=list)
+    mlperf: MLPerfSpec = MLPerfSpec()
 
     @model_validator(mode="after")
     def _non_empty_axes(self) -> SuiteFile:

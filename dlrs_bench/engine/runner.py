@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -26,7 +27,7 @@ from dlrs_bench.engine.worker import RankJob, RankOutcome, run_rank, spawned_ran
 from dlrs_bench.errors import UserInputError
 from dlrs_bench.lifecycle import Interrupted
 from dlrs_bench.measure import env
-from dlrs_bench.measure.mllog import EventLog, NullEventLog
+from dlrs_bench.measure.mllog import EventLog, MLPerfContext, NullEventLog
 from dlrs_bench.results.schema import SCHEMA_VERSION, ResultFile
 from dlrs_bench.results.store import ResultStore
 
@@ -145,13 +146,16 @@ def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: Progres
         "dataset": None,
         "env": environment,
     }
-    with _event_log(store, scenario, seed) as log:
-        log.event("submission_benchmark", scenario.label, suite=scenario.suite, scenario_id=scenario.scenario_id)
+    mlperf = MLPerfContext.resolve(scenario.mlperf, scenario.label, scenario.suite, scenario.scenario_id,
+                                   scenario.spec.world_size, job.device.type, environment)
+    with _event_log(store, scenario, seed, mlperf) as log:
+        log.submission()
         try:
             dataset, data_time = cache.get(scenario.spec.dataset)
             result["dataset"] = dataset.summary()
+            log.cache_clear(Path(result["dataset"]["cache"]["path"]))
             if scenario.spec.world_size > 1:  # each rank checks its memory plan (this process keeps off the GPUs)
-                ranked = run_ranks(job, store, cache, progress)
+                ranked = run_ranks(job, store, cache, progress, mlperf)
                 outcome, data_time, result["dataset"] = ranked.outcome, ranked.data_time_s, ranked.dataset
                 result["env"]["threads"] = ranked.threads
             else:
@@ -189,12 +193,14 @@ def one_rank(spec: Scenario, device: torch.device) -> AbstractContextManager[dis
     return nullcontext(distributed.SINGLE)
 
 
-def run_ranks(job: Job, store: ResultStore, cache: DatasetCache, progress: ProgressFn | None) -> RankOutcome:
+def run_ranks(job: Job, store: ResultStore, cache: DatasetCache, progress: ProgressFn | None,
+              mlperf: MLPerfContext | None = None) -> RankOutcome:
     """Train ``job`` on its ranks: in this process when ``torchrun`` started it, else on ranks
     launched here (their logs beside the result file)."""
     scenario = job.scenario
     rank_job = RankJob(scenario.spec.model_dump(mode="json"), job.seed, job.device.type,
-                       store.event_log_path(scenario.suite, scenario.scenario_id, job.seed), job.threads)
+                       store.event_log_path(scenario.suite, scenario.scenario_id, job.seed), job.threads,
+                       mlperf=mlperf)
     if distributed.launched_world() is not None:
         outcome = run_rank(rank_job, cache, progress)
         return distributed.gather_objects(outcome)[0]
@@ -237,14 +243,15 @@ def _relay(progress: ProgressFn | None) -> Iterator[Any]:
 
 
 @contextmanager
-def _event_log(store: ResultStore, scenario: ResolvedScenario, seed: int) -> Iterator[EventLog]:
+def _event_log(store: ResultStore, scenario: ResolvedScenario, seed: int, mlperf: MLPerfContext | None = None
+               ) -> Iterator[EventLog]:
     """The run's event log (an older one moved aside first); ranks other than 0 of a torchrun launch
     write none. An interrupted run's log is removed and the older one put back: it leaves nothing."""
     if not distributed.is_main_process():
         yield NullEventLog()
         return
     older = store.archive_event_log(scenario.suite, scenario.scenario_id, seed)
-    log = EventLog(store.event_log_path(scenario.suite, scenario.scenario_id, seed))
+    log = EventLog(store.event_log_path(scenario.suite, scenario.scenario_id, seed), mlperf)
     try:
         yield log
     except Interrupted:

@@ -271,6 +271,7 @@ def train(
                            ("opt_base_learning_rate", cfg.lr), ("train_samples", len(train_split)),
                            ("eval_samples", len(eval_split)), ("world_size", ranks.world)):
             log.event(key, value)
+        log.configuration(spec, dataset, pipeline, eval_interval)
         log.end("init_stop")
 
         timer = StepTimer(device, cfg.warmup_iters)

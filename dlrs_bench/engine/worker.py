@@ -15,7 +15,7 @@ from dlrs_bench.engine.distributed import init
 from dlrs_bench.engine.memory_plan import check_memory
 from dlrs_bench.engine.train import ProgressFn, TrainOutcome, train
 from dlrs_bench.lifecycle import child_setup
-from dlrs_bench.measure.mllog import EventLog, NullEventLog
+from dlrs_bench.measure.mllog import EventLog, MLPerfContext, NullEventLog
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class RankJob:
     event_log: Path  # written by rank 0
     threads: int | None = None  # torch CPU threads per rank (None: see distributed.init)
     progress: Any = None  # a pipe's sending end that rank 0 feeds with (step, max_steps, metrics), or None
+    mlperf: MLPerfContext | None = None  # what rank 0's part of the event log says of the submission
 
 
 class PipeProgress:
@@ -59,7 +60,7 @@ def run_rank(job: RankJob, cache: DatasetCache | None = None, progress: Progress
     check_memory(spec, dataset, device)  # before anything is allocated; every rank plans the same
     if job.progress is not None:
         progress = PipeProgress(job.progress)
-    log = EventLog(job.event_log) if ranks.is_main else NullEventLog()
+    log = EventLog(job.event_log, job.mlperf) if ranks.is_main else NullEventLog()
     try:
         outcome = train(spec, dataset, job.seed, device, log, progress if ranks.is_main else None, ranks)
     finally:

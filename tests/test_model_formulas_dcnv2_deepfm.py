@@ -38,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one in
 def make(options: Any, num_dense: int = NUM_DENSE, features: list[SparseFeature] = FEATURES,
          seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    embeddings = build_embeddings(features, options.dim, COMPRESSORS.get("none").Options(kind="none"), CPU)
+    embeddings = build_embeddings(features, options.table_width(), COMPRESSORS.get("none").Options(kind="none"), CPU)
     return build_model(options, num_dense, features, embeddings).eval()
 
 
@@ -71,14 +71,22 @@ DENSE = [[0.5, -2.0], [1.5, 0.25]]
 IDS = {"a": [4, 1], "b": [0, 2]}
 
 
+def hand_tables(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Sets every table by hand (rows of d, or d + 1 with a per-id first-order column); returns them."""
+    tables = {}
+    for i, f in enumerate(FEATURES):
+        weight = model.embeddings.embedding_bags[f"t_{f.name}"].weight
+        tables[f.name] = hand(*weight.shape, offset=5 + i)
+        set_(weight, tables[f.name])
+    return tables
+
+
 def hand_inputs(model: nn.Module) -> tuple[torch.Tensor, Any, list[list[float]]]:
     """Sets the dense weights v_k and the tables by hand; returns dense, KJT and x0 per sample,
     x0 = [v_1 x_1; v_2 x_2; e_a[id]; e_b[id]] (per_feature: the dense fields first)."""
     v = hand(NUM_DENSE, DIM, offset=3)
     set_(model.inputs.dense_weight, v)
-    tables = {f.name: hand(f.cardinality, DIM, offset=5 + i) for i, f in enumerate(FEATURES)}
-    for name, table in tables.items():
-        set_(model.embeddings.embedding_bags[f"t_{name}"].weight, table)
+    tables = hand_tables(model)
     x0 = []
     for s, dense in enumerate(DENSE):
         x = [dense[k] * float(v[k, j]) for k in range(NUM_DENSE) for j in range(DIM)]
@@ -286,12 +294,24 @@ def test_fm_second_order_term():
         assert float(got[b]) == pytest.approx(written, rel=1e-5, abs=1e-6)
 
 
-def test_deepfm_logit_is_first_order_plus_fm_plus_dnn():
-    model = make(DeepFMOptions(embedding_dim=DIM, dnn=[3, 2, 1]))
+@pytest.mark.parametrize("first_order", ["per_id", "fields"])
+def test_deepfm_logit_is_first_order_plus_fm_plus_dnn(first_order):
+    """per_id: b + w_a[id_a] + w_b[id_b] + u · dense, w column d of each table (the paper's <w, x>);
+    fields: a Linear over x0."""
+    model = make(DeepFMOptions(embedding_dim=DIM, dnn=[3, 2, 1], first_order=first_order))
     dense, kjt, x0 = hand_inputs(model)
-    w1 = hand(1, len(x0[0]), scale=0.1, offset=2)
-    set_(model.first_order.weight, w1)
-    set_(model.first_order.bias, torch.tensor([0.2]))
+    tables = hand_tables(model)
+    if first_order == "per_id":
+        u = hand(NUM_DENSE, scale=0.3, offset=2)
+        set_(model.first_order.dense_weight, u)
+        set_(model.first_order.bias, torch.tensor([0.2]))
+        firsts = [sum(float(tables[f.name][IDS[f.name][s], DIM]) for f in FEATURES)
+                  + sum(DENSE[s][k] * float(u[k]) for k in range(NUM_DENSE)) + 0.2 for s in range(2)]
+    else:
+        w1 = hand(1, len(x0[0]), scale=0.1, offset=2)
+        set_(model.first_order.linear.weight, w1)
+        set_(model.first_order.linear.bias, torch.tensor([0.2]))
+        firsts = [sum(w * z for w, z in zip(vec(w1), x0[s])) + 0.2 for s in range(2)]
     linears = []
     for i, layer in enumerate(x for x in model.dnn.hidden.modules() if isinstance(x, nn.Linear)):
         w, b = hand(*layer.weight.shape, offset=20 + i), hand(layer.out_features, scale=0.05, offset=30 + i)
@@ -306,7 +326,7 @@ def test_deepfm_logit_is_first_order_plus_fm_plus_dnn():
     m = NUM_DENSE + len(FEATURES)
     for s in range(2):
         x = x0[s]
-        first = sum(w * z for w, z in zip(vec(w1), x)) + 0.2
+        first = firsts[s]
         e = [x[f * DIM:(f + 1) * DIM] for f in range(m)]
         fm = sum(sum(p * q for p, q in zip(e[f], e[g])) for f in range(m) for g in range(f + 1, m))
         deep = sum(w * h for w, h in zip(vec(w_out), dnn(x, linears))) - 0.1
@@ -416,11 +436,15 @@ def test_he_normal_is_truncated_at_two_std_with_std_sqrt_2_over_fan_in():
 
 
 def test_torch_init_keeps_pytorch_defaults_and_no_init_touches_the_embeddings():
-    torch_init = make(DeepFMOptions(embedding_dim=DIM, init="torch"), seed=3)
-    bound = 1 / math.sqrt(torch_init.first_order.in_features)
-    assert torch_init.first_order.bias.abs().max() <= bound and torch_init.first_order.bias.any()
+    torch_init = make(DeepFMOptions(embedding_dim=DIM, init="torch", first_order="fields"), seed=3)
+    linear = torch_init.first_order.linear
+    bound = 1 / math.sqrt(linear.in_features)
+    assert linear.bias.abs().max() <= bound and linear.bias.any()
     assert torch_init.inputs.dense_weight.abs().max() <= 1.0  # nn.Linear(1, d): U(-1, 1)
-    xavier = make(DeepFMOptions(embedding_dim=DIM), seed=3)
+    per_id = make(DeepFMOptions(embedding_dim=DIM, init="torch"), seed=3).first_order
+    assert per_id.dense_weight.abs().max() <= 1.0 and per_id.dense_weight.any()  # nn.Linear(1, 1): U(-1, 1)
+    assert not per_id.bias.any()  # FuxiCTR's LogisticRegression: zeros
+    xavier = make(DeepFMOptions(embedding_dim=DIM, first_order="fields"), seed=3)
     for a, b in zip(torch_init.embeddings.parameters(), xavier.embeddings.parameters()):
         assert torch.equal(a, b)  # the embeddings are the compressor's, drawn first, never re-initialised
 
@@ -457,10 +481,20 @@ def dcnv2_params(o: DCNv2Options, num_dense: int) -> int:
     return total + (n + last if o.structure == "parallel" else last) + 1
 
 
+def first_order_params(o: Any, num_dense: int, m: int) -> int:
+    """per_id: u (num_dense) and b (its id weights are table columns); fields: Linear(m d, 1)."""
+    return num_dense + 1 if o.first_order == "per_id" else m * o.embedding_dim + 1
+
+
+def table_params(o: Any) -> int:
+    """Σ rows × (d + 1 with a per-id first-order column)."""
+    return sum(f.cardinality for f in FEATURES) * (o.embedding_dim + (getattr(o, "first_order", "") == "per_id"))
+
+
 def deepfm_params(o: DeepFMOptions, num_dense: int) -> int:
     m, total = inputs_params(o, num_dense)
     n = m * o.embedding_dim
-    return total + (n + 1) + chain([n, *o.dnn])
+    return total + first_order_params(o, num_dense, m) + chain([n, *o.dnn])
 
 
 CROSS_VARIANTS: list[dict[str, Any]] = [
@@ -486,9 +520,11 @@ def test_dcnv2_parameter_count(structure, top, cross, inputs):
 @pytest.mark.parametrize("dnn, dropout, init", [([400, 400, 400, 1], 0.5, "xavier_normal"), ([1], 0.0, "torch"),
                                                 ([8, 3, 1], 0.2, "he_normal")])
 def test_deepfm_parameter_count(dnn, dropout, init, inputs):
-    o = DeepFMOptions(embedding_dim=DIM, dnn=dnn, dropout=dropout, init=init, **inputs)
-    counts = count(make(o))
-    assert counts.dense_params == deepfm_params(o, NUM_DENSE)
+    for first_order in ("per_id", "fields"):
+        o = DeepFMOptions(embedding_dim=DIM, dnn=dnn, dropout=dropout, init=init, first_order=first_order, **inputs)
+        counts = count(make(o))
+        assert counts.dense_params == deepfm_params(o, NUM_DENSE)
+        assert counts.total_params == counts.dense_params + table_params(o)
 
 
 def test_options_do_not_change_the_parameter_count():

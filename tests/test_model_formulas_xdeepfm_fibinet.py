@@ -229,7 +229,8 @@ def model(name: str, seed: int = 0, **overrides):
     values = {"embedding_dim": D, "dense_features": "field", "bottom_mlp": [8, D], "dnn": [8, 1], **overrides}
     opts = MODELS.get(name).Options(name=name, **values)
     torch.manual_seed(seed)
-    embeddings = build_embeddings(FEATURES, opts.dim, COMPRESSORS.get("none").Options(kind="none"), torch.device("cpu"))
+    full = COMPRESSORS.get("none").Options(kind="none")
+    embeddings = build_embeddings(FEATURES, opts.table_width(), full, torch.device("cpu"))
     return opts, build_model(opts, NUM_DENSE, FEATURES, embeddings).double()
 
 
@@ -245,10 +246,11 @@ def test_fibinet_two_independent_bilinear_layers(kind):
     assert net.bilinear_e.weight.data_ptr() != net.bilinear_v.weight.data_ptr()
     assert not torch.equal(net.bilinear_e.weight, net.bilinear_v.weight)  # initialised independently
     dense, kjt = batch()
-    e = net.inputs(dense, net.embeddings(kjt))
+    pooled = net.embeddings(kjt)
+    e = net.inputs(dense, pooled)
     p = bilinear_reference(e, kind, net.bilinear_e.weight)
     q = bilinear_reference(net.senet(e), kind, net.bilinear_v.weight)
-    want = net.linear(e.flatten(1)).squeeze(-1) + net.dnn(torch.cat([p, q], dim=1).flatten(1))
+    want = net.first_order(dense, pooled, e) + net.dnn(torch.cat([p, q], dim=1).flatten(1))
     torch.testing.assert_close(net(dense, kjt), want)
 
 
@@ -257,10 +259,11 @@ def test_fibinet_two_independent_bilinear_layers(kind):
 def test_xdeepfm_assembled(activation, bias, split_half):
     _, net = model("xdeepfm", cin=[4, 2], cin_activation=activation, cin_bias=bias, split_half=split_half)
     dense, kjt = batch()
-    x = net.inputs(dense, net.embeddings(kjt))
+    rows = net.embeddings(kjt)
+    x = net.inputs(dense, rows)
     pooled = cin_reference(x, list(net.cin.maps), list(net.cin.biases) if bias else None,
                            activation == "relu", split_half)
-    want = (net.linear(x.flatten(1)) + pooled @ net.cin_out.weight.T).squeeze(-1) + net.dnn(x.flatten(1))
+    want = net.first_order(dense, rows, x) + (pooled @ net.cin_out.weight.T).squeeze(-1) + net.dnn(x.flatten(1))
     torch.testing.assert_close(net(dense, kjt), want)
 
 
@@ -291,7 +294,7 @@ def test_xdeepfm_parameter_count(activation, bias, split_half):
     else:  # layer inputs m, 6, 4; outputs 6 + 4 + 5
         maps = 6 * (M * M) + 4 * (6 * M) + 5 * (4 * M)
         out = 6 + 4 + 5
-    want = bottom_and_dnn(M * D) + (M * D + 1) + maps + bias * (6 + 4 + 5) + out
+    want = bottom_and_dnn(M * D) + (NUM_DENSE + 1) + maps + bias * (6 + 4 + 5) + out  # per-id first order: u, b
     assert count(net).dense_params == want
     assert sum(p.numel() for n, p in net.named_parameters() if not n.startswith("embeddings")) == want
 
@@ -299,9 +302,12 @@ def test_xdeepfm_parameter_count(activation, bias, split_half):
 @pytest.mark.parametrize("excitation", ["relu", "sigmoid"])
 @pytest.mark.parametrize("kind, matrices", [("field_all", 1), ("field_each", M - 1),
                                             ("field_interaction", M * (M - 1) // 2)])
-def test_fibinet_parameter_count(kind, matrices, excitation):
-    opts, net = model("fibinet", bilinear=kind, excitation=excitation)
+@pytest.mark.parametrize("first_order, linear", [("per_id", NUM_DENSE + 1), ("fields", M * D + 1)])
+def test_fibinet_parameter_count(kind, matrices, excitation, first_order, linear):
+    opts, net = model("fibinet", bilinear=kind, excitation=excitation, first_order=first_order)
     hidden = max(1, M // 3)
     pairs = M * (M - 1) // 2
-    want = bottom_and_dnn(2 * pairs * D) + 2 * M * hidden + 2 * matrices * D * D + (M * D + 1)
+    want = bottom_and_dnn(2 * pairs * D) + 2 * M * hidden + 2 * matrices * D * D + linear
     assert count(net).dense_params == want
+    rows = sum(f.cardinality for f in FEATURES)
+    assert count(net).total_params == want + rows * (D + (first_order == "per_id"))  # w: one more column

@@ -76,7 +76,7 @@ def make_model(opts: ModelOptions, kind: str = "none", features: list[SparseFeat
                num_dense: int = NUM_DENSE, seed: int = 0) -> nn.Module:
     """Embeddings at the scaled dimension ``opts.dim`` (as the engine builds them), then the model."""
     torch.manual_seed(seed)
-    embeddings = build_embeddings(features, opts.dim, compressor(kind), CPU)
+    embeddings = build_embeddings(features, opts.table_width(), compressor(kind), CPU)
     return build_model(opts, num_dense, features, embeddings)
 
 
@@ -109,6 +109,16 @@ def chain(sizes: list[int]) -> int:
 
 def resolved_dim(o: Any) -> int:
     return max(1, round(o.embedding_dim * o.scale.dim))
+
+
+def first_order_linears(o: Any, m: int, d: int) -> list[tuple[int, int, bool]]:
+    """``first_order: fields`` is a Linear(m d, 1); ``per_id`` has no Linear (w is a table column)."""
+    return [(m * d, 1, True)] if o.first_order == "fields" else []
+
+
+def first_order_params(o: Any, num_dense: int, m: int, d: int) -> int:
+    """per_id: u (num_dense) and a bias; fields: Linear(m d, 1)."""
+    return m * d + 1 if o.first_order == "fields" else num_dense + 1
 
 
 def field_inputs(o: Any, num_dense: int, num_sparse: int) -> tuple[int, list[int] | None]:
@@ -164,7 +174,7 @@ def expected_linears(o: Any, num_dense: int, num_sparse: int) -> list[tuple[int,
         dnn, final = dcnv2_tail(o, m * d)
         return out + gates + lin(dnn) + [(final, 1, True)]
     if o.name == "deepfm":
-        return out + [(m * d, 1, True)] + lin([m * d, *scaled(o.dnn[:-1], top_factor), 1])
+        return out + first_order_linears(o, m, d) + lin([m * d, *scaled(o.dnn[:-1], top_factor), 1])
     if o.name == "autoint":
         d_in, width = d, o.heads * o.attention_dim
         for _ in range(o.attention_layers):
@@ -175,10 +185,11 @@ def expected_linears(o: Any, num_dense: int, num_sparse: int) -> list[tuple[int,
     if o.name == "xdeepfm":
         cin = scaled(o.cin, mlp_factor)
         pooled = sum(h // 2 for h in cin[:-1]) + cin[-1] if o.split_half else sum(cin)
-        return out + [(m * d, 1, True), (pooled, 1, False)] + lin([m * d, *scaled(o.dnn[:-1], top_factor), 1])
+        return (out + first_order_linears(o, m, d) + [(pooled, 1, False)]
+                + lin([m * d, *scaled(o.dnn[:-1], top_factor), 1]))
     if o.name == "fibinet":  # the bilinear weights are Parameters, not Linears
         s = max(1, m // o.reduction)
-        out += [(m, s, False), (s, m, False), (m * d, 1, True)]
+        out += [(m, s, False), (s, m, False), *first_order_linears(o, m, d)]
         return out + lin([m * (m - 1) * d, *scaled(o.dnn[:-1], top_factor), 1])
     raise AssertionError(o.name)
 
@@ -209,7 +220,7 @@ def expected_dense_params(o: Any, num_dense: int, num_sparse: int) -> int:
         dnn, final = dcnv2_tail(o, m * d)
         return total + dcnv2_cross_params(o, m * d) + chain(dnn) + final + 1
     if o.name == "deepfm":
-        return total + (m * d + 1) + chain([m * d, *scaled(o.dnn, top_factor, logit=True)])
+        return total + first_order_params(o, num_dense, m, d) + chain([m * d, *scaled(o.dnn, top_factor, logit=True)])
     if o.name == "autoint":
         d_in, width = d, o.heads * o.attention_dim
         for _ in range(o.attention_layers):
@@ -223,12 +234,13 @@ def expected_dense_params(o: Any, num_dense: int, num_sparse: int) -> int:
         kept = [h // 2 for h in cin[:-1]] + [cin[-1]] if o.split_half else cin
         previous = [m, *kept[:-1]]
         pooled = sum(cin) - (sum(kept[:-1]) if o.split_half else 0)  # the maps sent to the output
-        return (total + (m * d + 1) + sum(h * p * m + h * o.cin_bias for h, p in zip(cin, previous)) + pooled
+        return (total + first_order_params(o, num_dense, m, d)
+                + sum(h * p * m + h * o.cin_bias for h, p in zip(cin, previous)) + pooled
                 + chain([m * d, *scaled(o.dnn, top_factor, logit=True)]))
     if o.name == "fibinet":
         s = max(1, m // o.reduction)
         n = {"field_all": 1, "field_each": m - 1, "field_interaction": m * (m - 1) // 2}[o.bilinear]
-        senet, bilinear, linear = 2 * m * s, 2 * n * d * d, m * d + 1  # two bilinear layers: on E and on V
+        senet, bilinear, linear = 2 * m * s, 2 * n * d * d, first_order_params(o, num_dense, m, d)  # E and V layers
         return total + senet + bilinear + linear + chain([m * (m - 1) * d, *scaled(o.dnn, top_factor, logit=True)])
     raise AssertionError(o.name)
 
@@ -308,7 +320,8 @@ def test_dense_parameter_count_matches_formula(name, overrides):
     model = make_model(opts)
     counts = count(model)
     assert counts.dense_params == expected_dense_params(opts, NUM_DENSE, len(FEATURES))
-    assert counts.total_params == counts.dense_params + sum(f.cardinality for f in FEATURES) * opts.dim
+    width = opts.dim + (getattr(opts, "first_order", None) == "per_id")  # + the per-id first-order column
+    assert counts.total_params == counts.dense_params + sum(f.cardinality for f in FEATURES) * width
     assert counts.total_params == sum(p.numel() for p in model.parameters())
     assert counts.flops_per_sample == model.flops_per_sample()
 
@@ -401,13 +414,15 @@ def test_scale_dim_multiplies_the_embedding_dimension(name, factor):
     assert opts.dim == d
     model = make_model(opts)
     acc = account(model.embeddings)
-    assert [t.dim for t in acc.per_table] == [d] * len(FEATURES)
-    assert acc.params == sum(f.cardinality for f in FEATURES) * d
+    width = d + (getattr(opts, "first_order", None) == "per_id")  # + the per-id first-order column
+    assert opts.table_width() == width
+    assert [t.dim for t in acc.per_table] == [width] * len(FEATURES)
+    assert acc.params == sum(f.cardinality for f in FEATURES) * width
     assert count(model).total_params - count(model).dense_params == acc.params
     dense, kjt = random_batch(5, NUM_DENSE, FEATURES)
     out = model(dense, kjt)
     assert out.shape == (5,) and torch.isfinite(out).all()
-    assert model.embeddings(kjt).values().shape == (5, len(FEATURES) * d)
+    assert model.embeddings(kjt).values().shape == (5, len(FEATURES) * width)
     assert linears(model) == expected_linears(opts, NUM_DENSE, len(FEATURES))
 
 

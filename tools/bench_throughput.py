@@ -101,7 +101,7 @@ def run_bare(spec: Scenario, cache: DatasetCache, device: torch.device) -> Measu
     batches = [b.to(device) for b in iter_batches(dataset.splits["train"], cfg.batch_size, dataset.feature_names)]
     with one_rank(spec, device):
         seed_everything(0)
-        model = build(spec, dataset, device, tables_device=torch.device("meta"))
+        model = build(spec, dataset, device, for_sharding=True)
         dmp, optimizer, _ = shard(TrainStep(model, cfg.precision), cfg.optimizer, cfg.lr, device, None, [])
         pipeline = TrainPipelineSparseDist(dmp, optimizer, device, execute_all_batches=True)
         steps = iter(batches)

@@ -41,10 +41,11 @@ class MachineChecks:
                            problem))
         elif tables is not None:
             try:
-                scenario.compressor.plan(tables, scenario.model.dim)
+                scenario.compressor.plan(tables, scenario.model.table_width())
             except ValueError as e:
                 has_ratio = "ratio" in type(scenario.compressor).model_fields
-                errors.append((("compressor", "ratio") if has_ratio else ("compressor",), str(e)))
+                errors.append((("compressor", "ratio") if has_ratio else ("compressor",),
+                               str(e) + scenario.model.table_width_note()))
         return errors
 
     def _check_data(self, scenario: Scenario) -> TablesOrProblem:

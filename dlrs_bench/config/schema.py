@@ -102,6 +102,15 @@ class ModelOptions(StrictModel):
         """The embedding dimension after ``scale.dim``."""
         return max(1, round(self.embedding_dim * self.scale.dim))
 
+    def table_width(self) -> int:
+        """Floats per id in every embedding table: d, plus what a model keeps beside the embedding
+        (a per-id first-order weight: ``first_order: per_id``). Compressors compress the whole row."""
+        return self.dim
+
+    def table_width_note(self) -> str:
+        """Why tables are wider than d (for messages about the width); empty when they are not."""
+        return ""
+
     def widths(self, layers: list[int], over_arch: bool = False) -> list[int]:
         """MLP ``layers`` after ``scale.mlp``; with ``over_arch`` (the top MLP, which ends in the
         logit) also after ``scale.over_arch``, its final width 1 kept as is."""
@@ -312,9 +321,9 @@ def validate_scenario(raw: dict[str, Any]) -> tuple[Scenario | None, list[tuple[
     if errors:
         return None, errors
     try:
-        scenario.compressor.check_dim(scenario.model.dim)
+        scenario.compressor.check_dim(scenario.model.table_width())
     except ValueError as e:
-        return None, [(("compressor",), str(e))]
+        return None, [(("compressor",), str(e) + scenario.model.table_width_note())]
     return scenario, []
 
 

@@ -71,11 +71,11 @@ def estimate(spec: Scenario, dataset: CTRDataset) -> MemoryEstimate:
     """The estimate for ``spec`` on ``dataset``; the model is built on the meta device (no memory)."""
     from dlrs_bench.engine.train import build  # the same construction path as training
 
-    model = build(spec, dataset, torch.device("meta"))
+    model = build(spec, dataset, torch.device("meta"), for_sharding=spec.shards_tables("cuda"))
     embedding = sum(p.numel() for p in model.embeddings.parameters())
     dense = sum(p.numel() for p in model.parameters()) - embedding
     widths = sum(m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
-    activations = 2 * spec.train.batch_size * (widths + len(dataset.features) * spec.model.dim) * 4
+    activations = 2 * spec.train.batch_size * (widths + len(dataset.features) * spec.model.table_width()) * 4
     return MemoryEstimate(embedding, dense, activations, OPTIMIZER_STATE[spec.train.optimizer], max(spec.gpus, 1),
                           spec.shards_tables("cuda"))
 

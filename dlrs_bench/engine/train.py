@@ -28,7 +28,7 @@ from torch import nn
 from torchrec.datasets.utils import Batch
 
 from dlrs_bench.compression.base import account, build_embeddings
-from dlrs_bench.compression.full import FullEmbedding
+from dlrs_bench.compression.full import FullEmbedding, full_for_sharding
 from dlrs_bench.compression.rows import RowScaledEmbedding, scaled_features
 from dlrs_bench.config.schema import Scenario, TargetSpec
 from dlrs_bench.data.base import CTRDataset, CTRSplit
@@ -74,16 +74,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build(spec: Scenario, dataset: CTRDataset, device: torch.device, tables_device: torch.device | None = None
-          ) -> nn.Module:
-    """The scenario's model with its (compressed) embeddings, on ``device``; full tables on
-    ``tables_device`` when given (``meta`` for sharding: DMP allocates only each rank's shards)."""
+def build(spec: Scenario, dataset: CTRDataset, device: torch.device, for_sharding: bool = False) -> nn.Module:
+    """The scenario's model with its (compressed) embeddings, on ``device``. ``for_sharding``: full
+    tables for DMP, on the meta device (DMP allocates only each rank's shards) with rows of a multiple
+    of 4 floats (fbgemm's kernels; :func:`~dlrs_bench.compression.full.full_for_sharding`)."""
     rows = spec.model.scale.rows
     tables = scaled_features(dataset.features, rows) if rows else dataset.features
-    embeddings = build_embeddings(tables, spec.model.dim, spec.compressor, tables_device or device)
+    width = spec.model.table_width()
+    if for_sharding:
+        embeddings: nn.Module = full_for_sharding(tables, width, spec.compressor, torch.device("meta"))
+    else:
+        embeddings = build_embeddings(tables, width, spec.compressor, device)
     if rows:
         embeddings = RowScaledEmbedding(embeddings, tables, device)
-    if tables_device is not None and tables_device.type == "meta":
+    if for_sharding:
         with device:  # dense layers straight on the device; the meta tables stay for DMP to allocate
             return build_model(spec.model, dataset.num_dense, dataset.features, embeddings)
     return build_model(spec.model, dataset.num_dense, dataset.features, embeddings).to(device)
@@ -180,7 +184,7 @@ def prepare(spec: Scenario, dataset: CTRDataset, device: torch.device, ranks: Ra
     from dlrs_bench.engine.sharding import shard
 
     full = spec.compressor.kind == "none"  # full tables are sharded: DMP allocates them (others replicate)
-    model = build(spec, dataset, device, tables_device=torch.device("meta") if full else None)
+    model = build(spec, dataset, device, for_sharding=full)
     embedding = account(model.embeddings, getattr(spec.compressor, "ratio", None)).to_json()
     counts = count(model).__dict__
     sparse = getattr(model.embeddings, "sparse_parameters", list)()

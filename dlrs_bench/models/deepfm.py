@@ -2,9 +2,8 @@
 with ``dense_features: per_feature``, F + 1 with ``field``).
 
 logit = first order + FM second order + DNN, with
-- first order: a Linear over the flattened field embeddings, m d weights + a bias (it works with any
-  compressor, which only provides d-wide vectors; the paper, FuxiCTR and DeepCTR use one weight per id
-  instead);
+- first order (``first_order``): per_id, b + Σ_f w[x_f] + u · dense with w a column of the tables
+  (:class:`FirstOrder`, the paper's <w, x>), or fields, a Linear over the m d field values;
 - FM: 1/2 Σ_d[(Σ_f e_f)^2 - Σ_f e_f^2], the sum over pairs f < g of <e_f, e_g>;
 - DNN: on the flattened fields, Linear → ReLU → Dropout(``dropout``) for every hidden layer, then a
   Linear to the logit (no dropout on the input). ``dnn`` 400-400-400 and ``dropout`` 0.5 are the
@@ -12,7 +11,8 @@ logit = first order + FM second order + DNN, with
 
 Dense layers are initialised by ``init`` (:func:`init_weights`, default Xavier normal and zero biases
 as FuxiCTR). Defaults and their sources: ``DeepFMOptions`` (dlrs_bench/models/options.py).
-Dense parameters: inputs + (m d + 1) + Σ Linear over [m d, *h, 1].
+Dense parameters: inputs + first order (per_id: num_dense + 1, its F id weights are in the tables;
+fields: m d + 1) + Σ Linear over [m d, *h, 1].
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.data.base import SparseFeature
-from dlrs_bench.models.layers import FieldInputs, Head, hidden, init_weights
+from dlrs_bench.models.layers import FieldInputs, Head, first_order_term, hidden, init_weights
 from dlrs_bench.models.options import DeepFMOptions
 
 
@@ -37,17 +37,17 @@ class DeepFM(nn.Module):
         self.embeddings = embeddings
         self.inputs = FieldInputs.from_options(num_dense, num_sparse, options)
         width = self.inputs.num_fields * options.dim
-        self.first_order = nn.Linear(width, 1)
+        self.first_order = first_order_term(options, num_dense, num_sparse, self.inputs.num_fields)
         self.dnn = Head(width, hidden(options.widths(options.dnn, over_arch=True)), options.dropout)
         init_weights(self, options.init, skip=embeddings)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
-        x = self.inputs(dense, self.embeddings(sparse))  # [B, m, d]
-        flat = x.flatten(1)
-        return self.first_order(flat).squeeze(-1) + fm_second_order(x) + self.dnn(flat)
+        pooled = self.embeddings(sparse)
+        x = self.inputs(dense, pooled)  # [B, m, d]
+        return self.first_order(dense, pooled, x) + fm_second_order(x) + self.dnn(x.flatten(1))
 
     def flops_per_sample(self) -> int:
-        return self.inputs.flops() + 2 * self.first_order.in_features + self.dnn.flops()
+        return self.inputs.flops() + self.first_order.flops() + self.dnn.flops()
 
 
 class DeepFMBuilder:

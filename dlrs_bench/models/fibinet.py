@@ -1,4 +1,4 @@
-"""FiBiNET (Huang et al., RecSys 2019) over fields ``[B, m, d]``, m = F + 1: SENET + bilinear + DNN.
+"""FiBiNET (Huang et al., RecSys 2019) over fields ``[B, m, d]`` (:class:`FieldInputs`): SENET + bilinear + DNN.
 
 SENET (paper §3.3, FuxiCTR's SqueezeExcitation, DeepCTR's SENETLayer): squeeze z_i = mean over d of
 field i ``[B, m]``; excitation A = σ2(W2 ReLU(W1 z)), W1 ``[s, m]``, W2 ``[m, s]``, no biases,
@@ -10,7 +10,8 @@ Bilinear interaction (paper §3.4), for every pair i < j: p_ij = (v_i W_·) ∘ 
 matrices, as DeepCTR; FuxiCTR and the paper allocate m, the last never used) or
 ``field_interaction`` (W_ij per pair: m (m - 1) / 2 matrices). Two independent layers, one on E
 (p) and one on V (q), as the paper, FuxiCTR and DeepCTR; [p, q] (2 · m (m - 1) / 2 vectors of d)
-feed the DNN. A linear term on the flattened E is added.
+feed the DNN. The linear term (§3.6) is ``first_order`` (:func:`first_order_term`): per_id, b + Σ_f w[x_f]
++ u · dense, or fields, a Linear over the flattened E.
 
 Defaults and their sources: ``reduction`` 3, ``bilinear`` field_interaction, ``excitation`` relu:
 FuxiCTR (model_zoo/FiBiNET/src/FiBiNET.py and config/model_config.yaml) and DeepCTR
@@ -19,7 +20,8 @@ FuxiCTR (model_zoo/FiBiNET/src/FiBiNET.py and config/model_config.yaml) and Deep
 Initialisation as FuxiCTR (BaseModel.reset_parameters and BilinearInteractionV2.init_weights):
 Xavier-normal for the SENET Linears and for each bilinear weight tensor as a whole.
 
-Parameters: SENET 2 m s; bilinear 2 n d² with n = 1, m - 1, m (m - 1) / 2; linear m d + 1; DNN.
+Parameters: SENET 2 m s; bilinear 2 n d² with n = 1, m - 1, m (m - 1) / 2; linear num_dense + 1 (per_id;
+the F id weights are in the tables) or m d + 1 (fields); DNN.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.data.base import SparseFeature
-from dlrs_bench.models.layers import FieldInputs, Head, hidden, init_weights
+from dlrs_bench.models.layers import FieldInputs, Head, first_order_term, hidden, init_weights
 from dlrs_bench.models.options import FiBiNETOptions
 
 BILINEAR_TYPES = ("field_all", "field_each", "field_interaction")
@@ -111,19 +113,20 @@ class FiBiNET(nn.Module):
         self.senet = SENET(self.m, options.reduction, options.excitation)
         self.bilinear_e = Bilinear(self.m, self.d, options.bilinear)  # p: on the embeddings E
         self.bilinear_v = Bilinear(self.m, self.d, options.bilinear)  # q: on the SENET output V
-        self.linear = nn.Linear(self.m * self.d, 1)
+        self.first_order = first_order_term(options, num_dense, num_sparse, self.m)
         pairs = self.m * (self.m - 1) // 2
         self.dnn = Head(2 * pairs * self.d, hidden(options.widths(options.dnn, over_arch=True)))
         init_weights(self, options.init, skip=embeddings)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
-        e = self.inputs(dense, self.embeddings(sparse))
+        pooled = self.embeddings(sparse)
+        e = self.inputs(dense, pooled)
         both = torch.cat([self.bilinear_e(e), self.bilinear_v(self.senet(e))], dim=1).flatten(1)
-        return self.linear(e.flatten(1)).squeeze(-1) + self.dnn(both)
+        return self.first_order(dense, pooled, e) + self.dnn(both)
 
     def flops_per_sample(self) -> int:
         return (self.inputs.flops() + self.senet.flops() + self.bilinear_e.flops() + self.bilinear_v.flops()
-                + 2 * self.linear.in_features + self.dnn.flops())
+                + self.first_order.flops() + self.dnn.flops())
 
 
 class FiBiNETBuilder:

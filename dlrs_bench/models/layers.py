@@ -60,9 +60,70 @@ def hidden(layers: list[int]) -> list[int]:
     return layers[:-1] if layers and layers[-1] == 1 else layers
 
 
+def rows(pooled: KeyedTensor, num_fields: int) -> torch.Tensor:
+    """The pooled table rows of a KeyedTensor as ``[B, num_fields, W]``: W = d, d + 1 with a per-id
+    first-order column, rounded up to a multiple of 4 under fbgemm's sharded kernels (the padding is
+    never read)."""
+    values = pooled.values()
+    return values.reshape(values.shape[0], num_fields, values.shape[1] // num_fields)
+
+
 def fields(pooled: KeyedTensor, num_fields: int, dim: int) -> torch.Tensor:
-    """The pooled embeddings of a KeyedTensor as ``[B, num_fields, dim]``."""
-    return pooled.values().reshape(-1, num_fields, dim)
+    """The pooled embeddings of a KeyedTensor as ``[B, num_fields, dim]`` (the first d columns)."""
+    x = rows(pooled, num_fields)
+    return x if x.shape[2] == dim else x[..., :dim]
+
+
+class FirstOrder(nn.Module):
+    """FM's first-order term with a weight per id: b + Σ_f w[x_f] + Σ_k u_k x_k → ``[B]``.
+
+    w is column d of every table row (:meth:`WithFirstOrder.table_width`), pooled as the embedding
+    (a multi-hot bag sums its ids' weights); u ``[num_dense]`` is the dense features' weight (FuxiCTR's
+    numeric ``Linear(1, 1, bias=False)`` per feature) and b a bias initialised to 0, as FuxiCTR's
+    ``LogisticRegression`` (fuxictr/pytorch/layers/blocks/logistic_regression.py). u starts as
+    ``nn.Linear(1, 1)``'s weight would, U(-1, 1), until :func:`init_weights` says otherwise.
+
+    Args:
+        num_dense: dense input features.
+        num_sparse: F.
+        dim: d, the column that holds w.
+    """
+
+    def __init__(self, num_dense: int, num_sparse: int, dim: int) -> None:
+        super().__init__()
+        self.num_sparse, self.d = num_sparse, dim
+        self.dense_weight = nn.Parameter(torch.empty(num_dense).uniform_(-1.0, 1.0))
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, dense: torch.Tensor, pooled: KeyedTensor, x: torch.Tensor) -> torch.Tensor:
+        """``dense`` ``[B, num_dense]`` and the F pooled rows (width > d) → ``[B]`` (``x`` unused)."""
+        w = rows(pooled, self.num_sparse)[..., self.d]  # [B, F]
+        return w.sum(1) + dense @ self.dense_weight + self.bias
+
+    def flops(self) -> int:
+        return 2 * (self.num_sparse + self.dense_weight.numel())
+
+
+class FieldsLinear(nn.Module):
+    """``first_order: fields``: one Linear over the flattened fields ``x`` ``[B, m, d]`` → ``[B]``
+    (m d weights + a bias; an ablation of the per-id term)."""
+
+    def __init__(self, num_fields: int, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(num_fields * dim, 1)
+
+    def forward(self, dense: torch.Tensor, pooled: KeyedTensor, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1)).squeeze(-1)
+
+    def flops(self) -> int:
+        return 2 * self.linear.in_features
+
+
+def first_order_term(options: Any, num_dense: int, num_sparse: int, num_fields: int) -> FirstOrder | FieldsLinear:
+    """The first-order term a model's ``first_order`` option names (``WithFirstOrder``)."""
+    if options.first_order == "per_id":
+        return FirstOrder(num_dense, num_sparse, options.dim)
+    return FieldsLinear(num_fields, options.dim)
 
 
 class FieldInputs(nn.Module):
@@ -156,7 +217,8 @@ def init_weights(model: nn.Module, scheme: InitScheme, skip: nn.Module | None = 
 
     Every ``nn.Linear`` gets :func:`init_kernel` on its weight and a zero bias, and a
     :class:`FieldInputs` ``per_feature`` weight is initialised as the ``Linear(1, d)`` weights it
-    stands for (fan_in 1, fan_out d) — as FuxiCTR's ``BaseModel.reset_parameters``
+    stands for (fan_in 1, fan_out d), a :class:`FirstOrder` dense weight as ``Linear(1, 1)`` ones —
+    as FuxiCTR's ``BaseModel.reset_parameters``
     (fuxictr/pytorch/models/rank_model.py: ``xavier_normal_`` on every Linear and Conv1d weight,
     biases 0, the numeric-feature ``Linear(1, d)`` included). Parameters that are not in a Linear
     (e.g. TorchRec's cross-network kernels) are the model's to initialise. ``torch`` leaves every
@@ -176,3 +238,6 @@ def init_weights(model: nn.Module, scheme: InitScheme, skip: nn.Module | None = 
         elif isinstance(module, FieldInputs) and module.dense_features == "per_feature":
             for v in module.dense_weight:  # each row is one Linear(1, d) weight
                 init_kernel(v, scheme, 1, module.d)
+        elif isinstance(module, FirstOrder):
+            for u in module.dense_weight.view(-1, 1):  # each one Linear(1, 1) weight
+                init_kernel(u, scheme, 1, 1)

@@ -42,6 +42,30 @@ class WithBottomMLP(ModelOptions):
         return self.widths((self.bottom_mlp or [64, self.embedding_dim])[:-1]) + [self.dim]
 
 
+class WithFirstOrder(WithBottomMLP):
+    """Field models with FM's first-order (linear) term. ``per_id``: b + Σ_f w[x_f] + u · dense, one
+    learned weight per id as the papers (DeepFM eq. 2's <w, x>; xDeepFM eq. 9; FiBiNET §3.6) and
+    FuxiCTR's ``LogisticRegression`` (fuxictr/pytorch/layers/blocks/logistic_regression.py: a 1-wide
+    embedding per feature and a bias). The weight is stored as one more column of the feature's table
+    (rows of d + 1 floats), so it is pooled like the embedding, counted in the tables' size and
+    compressed with them.
+    ``fields``: one Linear over the flattened field embeddings, m d weights + a bias (dlrs-bench before
+    issue 13; an ablation)."""
+
+    first_order: Literal["per_id", "fields"] = Field(
+        "per_id", description="per_id: a weight per id (one more table column) + u . dense + b, as the paper "
+                              "and FuxiCTR; fields: a Linear over the m d field values")
+
+    def table_width(self) -> int:
+        return self.dim + (self.first_order == "per_id")
+
+    def table_width_note(self) -> str:
+        if self.first_order != "per_id":
+            return ""
+        return (f" (tables are {self.table_width()} floats wide: embedding_dim {self.dim} + a per-id first-order "
+                "weight, model.first_order: per_id; first_order: fields keeps them at embedding_dim)")
+
+
 def logit_mlp(layers: list[int]) -> list[int]:
     """Validator helper: an MLP spec that must end in the logit."""
     if layers[-1] != 1:
@@ -125,7 +149,7 @@ class DCNv2Options(WithBottomMLP):
         return self
 
 
-class DeepFMOptions(WithBottomMLP):
+class DeepFMOptions(WithFirstOrder):
     """DeepFM (dlrs_bench/models/deepfm.py; Guo et al., IJCAI'17). Defaults and their sources:
 
     - ``dense_features`` per_feature: the paper represents a continuous field by its value (§2), whose
@@ -163,7 +187,7 @@ class AutoIntOptions(WithBottomMLP):
         return v
 
 
-class XDeepFMOptions(WithBottomMLP):
+class XDeepFMOptions(WithFirstOrder):
     """xDeepFM (dlrs_bench/models/xdeepfm.py). The CIN defaults are the paper's linear CIN (Lian et al.
     2018, eq. 6) as FuxiCTR implements it (fuxictr/pytorch/layers/interactions/
     compressed_interaction_net.py: Conv1d with bias, no activation, no split); DeepCTR's CIN
@@ -193,7 +217,7 @@ class XDeepFMOptions(WithBottomMLP):
         return self
 
 
-class FiBiNETOptions(WithBottomMLP):
+class FiBiNETOptions(WithFirstOrder):
     """FiBiNET (dlrs_bench/models/fibinet.py). Defaults: ``reduction`` 3 and ``bilinear``
     field_interaction as FuxiCTR (model_zoo/FiBiNET/src/FiBiNET.py and config/model_config.yaml) and
     DeepCTR (deepctr/models/fibinet.py, ``bilinear_type='interaction'``); ``excitation`` relu as the

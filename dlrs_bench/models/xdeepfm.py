@@ -1,4 +1,7 @@
-"""xDeepFM (Lian et al., KDD 2018) over fields ``[B, m, d]``, m = F + 1: linear + CIN + DNN.
+"""xDeepFM (Lian et al., KDD 2018) over fields ``[B, m, d]`` (:class:`FieldInputs`): linear + CIN + DNN.
+
+The linear term is ``first_order`` (:func:`first_order_term`): per_id, b + Σ_f w[x_f] + u · dense
+(paper eq. 9's linear part, FuxiCTR's LogisticRegression), or fields, a Linear over the m d values.
 
 CIN layer k (paper eq. 6): X^k_{h,*} = sum_{i,j} W^{k,h}_{ij} (X^{k-1}_{i,*} ∘ X^0_{j,*}), i.e. with
 Z = X^{k-1} ⊗ X^0 ``[B, H_{k-1} m, d]`` (row i m + j = X^{k-1}_i ∘ X^0_j), X^k = σ(W_k Z + b_k),
@@ -22,7 +25,8 @@ Defaults, with their sources:
   Xavier-normal weights (fan_in = H_{k-1} m, fan_out = H_k), zero biases.
 
 Parameters: sum_k H_k (H_{k-1} m + [cin_bias]) for the CIN plus its output layer's
-sum_k O_k weights, O_k = H_k / 2 for k < K under split_half, else H_k.
+sum_k O_k weights, O_k = H_k / 2 for k < K under split_half, else H_k; linear num_dense + 1 (per_id,
+its F id weights are in the tables) or m d + 1 (fields).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.data.base import SparseFeature
-from dlrs_bench.models.layers import FieldInputs, Head, hidden, init_weights
+from dlrs_bench.models.layers import FieldInputs, Head, first_order_term, hidden, init_weights
 from dlrs_bench.models.options import XDeepFMOptions
 
 
@@ -97,7 +101,7 @@ class XDeepFM(nn.Module):
         self.embeddings = embeddings
         self.inputs = FieldInputs.from_options(num_dense, num_sparse, options)
         m = self.inputs.num_fields
-        self.linear = nn.Linear(m * self.d, 1)
+        self.first_order = first_order_term(options, num_dense, num_sparse, m)
         self.cin = CIN(m, options.widths(options.cin), options.cin_activation, options.cin_bias, options.split_half)
         self.cin_out = nn.Linear(self.cin.out_features, 1, bias=False)
         nn.init.xavier_normal_(self.cin_out.weight)
@@ -105,12 +109,12 @@ class XDeepFM(nn.Module):
         init_weights(self, options.init, skip=embeddings)  # the CIN maps keep their own Xavier init
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
-        x = self.inputs(dense, self.embeddings(sparse))
-        flat = x.flatten(1)
-        return (self.linear(flat) + self.cin_out(self.cin(x))).squeeze(-1) + self.dnn(flat)
+        pooled = self.embeddings(sparse)
+        x = self.inputs(dense, pooled)
+        return self.first_order(dense, pooled, x) + self.cin_out(self.cin(x)).squeeze(-1) + self.dnn(x.flatten(1))
 
     def flops_per_sample(self) -> int:
-        return (self.inputs.flops() + 2 * self.linear.in_features + self.cin.flops(self.d)
+        return (self.inputs.flops() + self.first_order.flops() + self.cin.flops(self.d)
                 + 2 * self.cin_out.in_features + self.dnn.flops())
 
 

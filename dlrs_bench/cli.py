@@ -257,41 +257,29 @@ def fit(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     seed003: Annotated[bool, typer.Option("--compare-seed003", help="check β, R², phase against seed 003")] = False,
 ) -> None:
-    """Fit L(x) = α·x^(−β) + γ to finished results (seeds 001/003) with bootstrap intervals."""
+    """Fit a scaling law to finished results (seeds 001/003) with bootstrap intervals: L(x) = γ + α·x^(−β) for
+    NE and LogLoss, AUC(x) = γ − α·x^(−β) for AUC, γ bounded by what is possible (README, "fit")."""
     import json
 
-    from dlrs_bench.compare.fit import compare_with_seed003, fit_points, fit_power_law
+    from dlrs_bench.compare.fit import FitError, compare_with_seed003, describe, fit_results
     from dlrs_bench.compare.reference import load_reference
     from dlrs_bench.results.collect import load_results
 
-    left_out: list[str] = []  # results without a usable point, each with why
     try:
-        xs, ys, left_out = fit_points(load_results(results), x.value, y.value)
-        result = fit_power_law(xs, ys)
+        result, left_out = fit_results(load_results(results), x.value, y.value)
         checks = compare_with_seed003(result, x.value, load_reference(SEED003_TABLE)) if seed003 else []
     except UserInputError as e:
         raise _invalid(e) from None
-    except ValueError as e:
-        raise _invalid(UserInputError(f"cannot fit: {e}{_left_out(left_out)}")) from None
+    except FitError as e:
+        raise _invalid(UserInputError(f"cannot fit: {e}{_left_out(e.left_out)}")) from None
     if as_json:
-        console.print_json(json.dumps({"x": x.value, "y": y.value, **result.to_json(), "seed003": checks,
-                                       "left_out": left_out}))
+        console.print_json(json.dumps({"x": x.value, "y": y.value, **result.to_json(),
+                                       "seed003": [c.to_json() for c in checks], "left_out": left_out}))
         return
     if left_out:
         say(err_console, ("note:", "yellow"), _left_out(left_out))
-    say(console, f"L({x.value}) = α·x^(−β) + γ over {result.points} results ({y.value} of the best evaluation)")
-    for name in ("alpha", "beta", "gamma"):
-        low, high = getattr(result, f"{name}_ci")
-        say(console, f"  {name:5} = {getattr(result, name):.4g}   95% CI [{low:.4g}, {high:.4g}]")
-    say(console, f"  R²    = {result.r2:.4f}")
-    say(console, f"  phase = {result.phase} (doubling x at the largest point: {100 * result.gain_from_doubling:.2f}% "
-        f"lower {y.value})")
-    for check in checks:
-        word = ("agrees", "green") if check["agrees"] else ("differs", "yellow")
-        measured = check["measured"]
-        shown = ("saturated" if measured else "not saturated") if isinstance(measured, bool) else f"{measured:.4g}"
-        say(console, f"  seed 003 ({check['resource']}): {check['metric']} published {check['published']}, "
-            f"measured {shown} → ", word)
+    for line in describe(result, x.value, checks):
+        say(console, *line)
 
 
 SEED003_TABLE = Path(__file__).resolve().parent.parent / "reference_results" / "seed003_table1_scaling_laws.yaml"

@@ -96,6 +96,8 @@ REFERENCE_TABLE = """\
 source: test table
 table: Table T
 dataset: movielens-latest-small
+dataset_sizes:
+  movielens-latest-small: {rows: 100836, source: ml-latest-small ratings.csv}
 rows:
   - {model: dlrm, compressor: none, ratio: 1, metric: auc, value: 0.800, tolerance: 0.002, units: AUC}
   - {model: dlrm, compressor: hashing, ratio: 4, metric: auc, low: 0.79, high: 0.81, units: AUC}
@@ -130,6 +132,78 @@ def test_reference_verdicts(template, tmp_path: Path) -> None:
     assert verdict([with_spec(template, full, a, seed=i) for i, a in enumerate([0.79, 0.81, 0.80])]) == "NOISE"
     assert verdict([with_spec(template, {"kind": "hashing", "ratio": 4}, 0.805)]) == "PASS"  # inside the range
     assert verdict([with_spec(template, {"kind": "hashing", "ratio": 16}, 0.805)]) == "NOT_COMPARABLE"
+
+
+CRITEO_TABLE = """\
+source: test table
+table: Table K
+dataset: criteo-kaggle
+dataset_sizes:
+  criteo-kaggle: {rows: 45840617, source: train.txt}
+rows:
+  - {model: dlrm, compressor: none, ratio: 1, metric: auc, value: 0.8031, tolerance: 0.002, units: AUC}
+"""
+
+
+def on_rows(template: dict, dataset: dict, auc: float = 0.80, name: str = "criteo-kaggle",
+            spec: dict | None = None) -> ResultFile:
+    """A full-table DLRM result whose ``dataset`` section is ``dataset`` (rows, cache, subset)."""
+    data = copy.deepcopy(template)
+    data["scenario"]["compressor"] = {"kind": "none"}
+    data["scenario"]["model"]["name"] = "dlrm"
+    data["scenario"]["dataset"] = {"name": name, **(spec or {})}
+    data["dataset"] = {"name": name, **dataset}
+    data["best_metrics"]["auc"] = auc
+    return ResultFile.model_validate(data)
+
+
+def reference_verdicts(results: list[ResultFile], text: str, tmp_path: Path) -> list:
+    from dlrs_bench.compare.reference import load_references
+    from dlrs_bench.compare.verdicts import compare_with_reference
+
+    (tmp_path / "t.yaml").write_text(text)
+    return compare_with_reference(results, load_references(tmp_path / "t.yaml"))
+
+
+def test_reference_refuses_a_sample_of_the_published_dataset(template, tmp_path: Path) -> None:
+    """The issue's case: a 1,999-row Criteo sample against the full Criteo Kaggle row gave NOISE, exit 0."""
+    sample = {"rows": {"train": 1714, "val": 142, "test": 143}, "cache": {"rows": 1999}}
+    (c,) = reference_verdicts([on_rows(template, sample, 0.65)], CRITEO_TABLE, tmp_path)
+    assert c.verdict == "NOT_COMPARABLE" and c.metric == "auc" and c.current is None
+    assert c.reason == ("Table K (t.yaml): seed 0 ran on 1,999 rows of criteo-kaggle (1,714 for training), "
+                        "the published row on 45,840,617 (train.txt)")
+    full = {"rows": {"train": 39291958, "val": 3274329, "test": 3274330}, "cache": {"rows": 45840617}}
+    (c,) = reference_verdicts([on_rows(template, full, 0.8035)], CRITEO_TABLE, tmp_path)
+    assert c.verdict == "PASS"
+
+
+def test_reference_refuses_a_training_subset(template, tmp_path: Path) -> None:
+    subset = {"rows": {"train": 1000000, "val": 3274329, "test": 3274330}, "cache": {"rows": 45840617},
+              "subset": {"rows": 1000000, "of": 39291958, "seed": 0}}
+    (c,) = reference_verdicts([on_rows(template, subset, spec={"num_samples": 1000000})], CRITEO_TABLE, tmp_path)
+    assert c.verdict == "NOT_COMPARABLE"
+    assert ("seed 0 trained on a subset: 1,000,000 of its 39,291,958 training rows; the published row used all "
+            "45,840,617 rows of criteo-kaggle (train.txt)") in c.reason
+    unrecorded = {"rows": {"train": 1000, "val": 10, "test": 10}, "cache": {"rows": 45840617}}
+    (c,) = reference_verdicts([on_rows(template, unrecorded, spec={"fraction": 0.1})], CRITEO_TABLE, tmp_path)
+    assert c.verdict == "NOT_COMPARABLE" and "subset of unrecorded size" in c.reason
+
+
+def test_reference_needs_both_row_counts(template, tmp_path: Path) -> None:
+    data = copy.deepcopy(template)
+    data.pop("dataset", None)
+    data["scenario"]["compressor"] = {"kind": "none"}
+    data["scenario"]["model"]["name"] = "dlrm"
+    data["scenario"]["dataset"] = {"name": "criteo-kaggle"}
+    (c,) = reference_verdicts([ResultFile.model_validate(data)], CRITEO_TABLE, tmp_path)
+    assert c.verdict == "NOT_COMPARABLE" and "does not record how many rows its dataset has" in c.reason
+    no_size = CRITEO_TABLE.replace("dataset_sizes:\n  criteo-kaggle: {rows: 45840617, source: train.txt}\n", "")
+    full = {"rows": {"train": 39291958, "val": 3274329, "test": 3274330}, "cache": {"rows": 45840617}}
+    (c,) = reference_verdicts([on_rows(template, full)], no_size, tmp_path)
+    assert c.verdict == "NOT_COMPARABLE" and "states no dataset size for criteo-kaggle" in c.reason
+    failed = on_rows(template, {}, 0.5).model_copy(update={"status": "failed"})
+    (c,) = reference_verdicts([failed], CRITEO_TABLE, tmp_path)
+    assert c.verdict == "FAILED"  # a failed run is failed before anything else
 
 
 def test_compare_reference_command_exit_codes(template, tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,16 @@ from conftest import tiny_suite
 from typer.testing import CliRunner
 
 from dlrs_bench.cli import app
-from dlrs_bench.compare.fit import fit_power_law
+from dlrs_bench.compare.fit import (
+    HIGH_RETURN,
+    Ceiling,
+    compare_with_seed003,
+    fit_power_law,
+    interval_notes,
+    recorded_ceiling,
+)
+from dlrs_bench.compare.verdicts import Verdict, interval_verdict, published_range
+from dlrs_bench.results.schema import ResultFile
 
 runner = CliRunner()
 
@@ -78,15 +89,209 @@ def test_fit_command_errors_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not a dlrs-bench result file" in result.output
 
 
-def test_fit_compares_with_seed003_ranges():
+def seed003():
     from dlrs_bench.cli import SEED003_TABLE
-    from dlrs_bench.compare.fit import compare_with_seed003
     from dlrs_bench.compare.reference import load_reference
 
+    return load_reference(SEED003_TABLE)
+
+
+def test_fit_compares_with_seed003_ranges():
     x = np.logspace(5, 9, 12)
     fit = fit_power_law(x, 0.07 * (x / 1e5) ** -0.1 + 0.97, bootstrap=10)  # in seed 003's data range
-    checks = {c["metric"]: c for c in compare_with_seed003(fit, "samples", load_reference(SEED003_TABLE))}
+    checks = {c.metric: c for c in compare_with_seed003(fit, "samples", seed003())}
     assert set(checks) == {"beta", "r2", "saturated"}
-    assert checks["beta"]["agrees"] and checks["beta"]["published"] == "0.09–0.12"
+    assert checks["beta"].verdict is Verdict.AGREES and checks["beta"].published == "0.09–0.12"
     steep = fit_power_law(x, 5 * (x / 1e5) ** -0.6 + 0.5, bootstrap=10)
-    assert not compare_with_seed003(steep, "samples", load_reference(SEED003_TABLE))[0]["agrees"]
+    beta = compare_with_seed003(steep, "samples", seed003())[0]
+    assert beta.metric == "beta" and beta.verdict is Verdict.DIFFERS and "excludes the published" in beta.reason
+
+
+# -- direction: AUC rises, losses fall ------------------------------------------------------------------------
+
+
+def test_auc_is_fitted_with_a_rising_law():
+    """The issue's case: a decreasing law was fitted to a rising AUC (γ −21.39, "1.08% lower auc")."""
+    x = np.logspace(3, 6, 8)
+    auc = 0.80 - 0.5 * x**-0.15
+    fit = fit_power_law(x, auc, metric="auc", bootstrap=30)
+    assert fit.direction == "rises" and fit.formula == "auc(x) = γ − α·x^(−β)"
+    assert fit.beta == pytest.approx(0.15, rel=0.05) and fit.gamma == pytest.approx(0.80, abs=0.005)
+    assert fit.alpha == pytest.approx(0.5, rel=0.2)
+    assert np.allclose(fit.predict(x), auc, atol=1e-3)
+    assert fit.gain_from_doubling > 0 and fit.phase == "high-return"  # doubling x raises AUC
+    assert fit.gamma_bounds == (pytest.approx(auc.max()), 1.0)
+
+
+def test_a_loss_is_fitted_with_a_falling_law():
+    x = np.logspace(3, 6, 8)
+    fit = fit_power_law(x, 0.7 + 2.0 * x**-0.4, metric="logloss", bootstrap=10)
+    assert fit.direction == "falls" and fit.formula == "logloss(x) = γ + α·x^(−β)"
+    assert fit.gamma == pytest.approx(0.7, abs=1e-3) and fit.beta == pytest.approx(0.4, rel=0.02)
+
+
+def test_a_metric_that_does_not_improve_fits_no_decay():
+    """NE rising with x (the wrong way) cannot be fitted as an improvement: α or β go to 0, uninformative."""
+    x = np.logspace(3, 6, 8)
+    fit = fit_power_law(x, 0.80 + 0.01 * np.log10(x), metric="ne", bootstrap=30)
+    assert fit.gain_from_doubling == pytest.approx(0.0, abs=1e-3) and fit.phase == "saturating"
+    assert not fit.informative("beta") or not fit.informative("alpha")
+
+
+def test_unknown_metric_and_impossible_values_are_errors():
+    x = np.logspace(3, 6, 5)
+    with pytest.raises(ValueError, match="no scaling law for metric 'acc'"):
+        fit_power_law(x, np.full(5, 0.7), metric="acc")
+    with pytest.raises(ValueError, match=r"auc 1.2 is outside its possible range \[0, 1\]"):
+        fit_power_law(x, [0.7, 0.8, 0.9, 1.0, 1.2], metric="auc")
+    with pytest.raises(ValueError, match="outside its possible range"):
+        fit_power_law(x, [0.7, 0.6, 0.5, 0.4, -0.1], metric="ne")
+
+
+# -- bounds on γ ---------------------------------------------------------------------------------------------
+
+
+def test_gamma_is_bounded_by_zero_and_the_lowest_loss():
+    """Points falling almost linearly in log x pull an unbounded γ far below 0 (the issue's γ = −0.22 for NE)."""
+    x = np.logspace(3, 6, 7)
+    ne = 0.95 - 0.04 * np.log10(x / 1e3)  # no visible floor
+    fit = fit_power_law(x, ne, metric="ne", bootstrap=30)
+    assert fit.gamma_bounds == (0.0, pytest.approx(ne.min()))
+    assert 0.0 <= fit.gamma <= ne.min() + 1e-12
+    assert fit.gamma_ci[0] >= 0.0 and fit.gamma_ci[1] <= ne.min() + 1e-9
+    assert "γ ≤ the lowest observed ne 0.83" in fit.gamma_bounds_why and "≥ 0" in fit.gamma_bounds_why
+
+
+def test_gamma_respects_a_recorded_ceiling():
+    """The issue's scaling_data case: γ 0.502 below the Bayes-optimal NE 0.662 the results record."""
+    x = np.logspace(3, 6, 7)
+    ne = 0.95 - 0.04 * np.log10(x / 1e3)
+    fit = fit_power_law(x, ne, metric="ne", ceiling=Ceiling(0.662, "dataset.ceiling.val.ne"), bootstrap=30)
+    assert fit.gamma_bounds == (0.662, pytest.approx(ne.min()))
+    assert fit.gamma >= 0.662 - 1e-9 and fit.gamma_ci[0] >= 0.662 - 1e-9
+    assert "≥ the ceiling 0.662 (dataset.ceiling.val.ne)" in fit.gamma_bounds_why
+    auc = fit_power_law(x, 0.70 + 0.02 * np.log10(x / 1e3), metric="auc",
+                        ceiling=Ceiling(0.78, "dataset.ceiling.val.auc"), bootstrap=10)
+    assert auc.gamma_bounds == (pytest.approx(0.76), 0.78) and 0.76 - 1e-9 <= auc.gamma <= 0.78 + 1e-9
+
+
+def test_a_ceiling_the_runs_already_pass_holds_gamma_at_the_best():
+    x = np.logspace(3, 6, 5)
+    ne = np.array([0.80, 0.72, 0.68, 0.665, 0.660])
+    fit = fit_power_law(x, ne, metric="ne", ceiling=Ceiling(0.662, "teacher"), bootstrap=10)
+    assert fit.gamma_bounds == (0.660, 0.660) and fit.gamma == pytest.approx(0.660, abs=1e-9)
+    assert "γ is held at the observed best" in fit.gamma_bounds_why
+
+
+def test_recorded_ceiling_is_read_from_the_eval_split(template):
+    runs = [result_with(template, ceiling={"val": {"ne": 0.66, "auc": 0.87, "rows": 15000},
+                                           "test": {"ne": 0.5, "auc": 0.9}}),
+            result_with(template, ceiling={"val": {"ne": 0.64, "auc": 0.88}})]
+    ne = recorded_ceiling(runs, "ne")
+    assert ne.value == 0.64 and "dataset.ceiling.val.ne of 2 result(s)" in ne.source and "loosest" in ne.source
+    assert recorded_ceiling(runs, "auc").value == 0.88  # the loosest bound of a rising metric is the highest
+    assert recorded_ceiling([result_with(template)], "ne") is None
+
+
+# -- informative intervals -----------------------------------------------------------------------------------
+
+
+def test_interval_notes_name_what_makes_an_interval_uninformative():
+    notes = interval_notes({"alpha": (0.0, 3.0), "beta": (0.0013, 0.61), "gamma": (-64.4, 0.72)}, 0.3)
+    assert notes["alpha"].startswith("reaches 0")
+    assert notes["beta"] == "spans a factor of 469 (more than 10)"
+    assert notes["gamma"] == "width 65.1 exceeds the observed spread of the metric 0.3"
+    assert interval_notes({"beta": (0.0, 0.2)}, 1.0)["beta"].startswith("reaches 0")
+    assert interval_notes({"beta": (0.5, 5.0)}, 1.0)["beta"] == "reaches the fit's bound 5"
+    assert interval_notes({"alpha": (2.0, 3.0), "beta": (0.09, 0.12), "gamma": (0.7, 0.75)}, 0.3) == {}
+    assert interval_notes({"beta": (math.nan, math.nan)}, 1.0) == {"beta": "no bootstrap fit succeeded"}
+
+
+def test_clean_data_give_informative_intervals_and_noisy_few_points_do_not():
+    x = np.logspace(3, 7, 15)
+    clean = fit_power_law(x, 5.0 * x**-0.3 + 0.7 + np.random.default_rng(0).normal(0, 2e-4, 15), bootstrap=50)
+    assert clean.uninformative == {}
+    x = np.array([1e3, 3e3, 1e4, 3e4])
+    noisy = fit_power_law(x, [0.90, 0.91, 0.87, 0.89], bootstrap=50)
+    assert not noisy.informative("beta")
+
+
+# -- verdicts through intervals ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("interval", "published", "verdict"), [
+    ((0.0013, 0.61), (0.09, 0.12), Verdict.INCONCLUSIVE),  # the issue's case: covers seed 003's range
+    ((0.095, 0.11), (0.09, 0.12), Verdict.AGREES),  # inside
+    ((0.09, 0.12), (0.09, 0.12), Verdict.AGREES),  # the ends count as inside
+    ((0.2, 0.5), (0.09, 0.12), Verdict.DIFFERS),  # above
+    ((0.01, 0.05), (0.09, 0.12), Verdict.DIFFERS),  # below
+    ((0.10, 0.20), (0.09, 0.12), Verdict.INCONCLUSIVE),  # only partly inside
+    ((0.79, 0.80), (0.7991, 0.8071), Verdict.INCONCLUSIVE),
+    ((0.02, 0.03), (0.005, math.inf), Verdict.AGREES),  # an open-ended range
+    ((0.07, 0.07), (0.07, 0.07), Verdict.AGREES),
+    ((0.06, 0.08), (0.07, 0.07), Verdict.INCONCLUSIVE),  # a point without tolerance cannot be confirmed
+    ((math.nan, math.nan), (0.09, 0.12), Verdict.INCONCLUSIVE),
+])
+def test_interval_verdicts(interval, published, verdict):
+    assert interval_verdict(interval, published, what="β").verdict is verdict
+
+
+def test_interval_verdict_reasons_and_published_ranges():
+    from dlrs_bench.compare.reference import ReferenceRow
+
+    judged = interval_verdict((0.0013, 0.61), (0.09, 0.12), what="β", uninformative="spans a factor of 469")
+    assert judged.reason == ("95% interval of β [0.0013, 0.61] covers the published [0.09, 0.12]; the interval is "
+                             "uninformative (spans a factor of 469)")
+    row = ReferenceRow(dataset="d", metric="auc", value=0.8031, tolerance=0.002, units="AUC")
+    assert published_range(row) == (pytest.approx(0.8011), pytest.approx(0.8051))
+    assert published_range(ReferenceRow(dataset="d", metric="beta", low=0.09, units="-")) == (0.09, math.inf)
+    with pytest.raises(ValueError, match="yes/no"):
+        published_range(ReferenceRow(dataset="d", metric="saturated", reached=True, units="yes/no"))
+
+
+def test_seed003_phase_is_judged_by_the_interval_of_the_gain():
+    x = np.logspace(5, 9, 12)
+    fit = fit_power_law(x, 0.07 * (x / 1e5) ** -0.1 + 0.97, bootstrap=10)
+    saturated = next(c for c in compare_with_seed003(fit, "params", seed003()) if c.metric == "saturated")
+    assert saturated.published == "saturated" and fit.gain_ci[1] < HIGH_RETURN  # doubling x gains 0.19%
+    assert saturated.verdict is Verdict.AGREES and "[-inf, 0.005]" in saturated.reason
+    data = next(c for c in compare_with_seed003(fit, "samples", seed003()) if c.metric == "saturated")
+    assert data.published == "not saturated" and data.verdict is Verdict.DIFFERS
+    r2 = next(c for c in compare_with_seed003(fit, "samples", seed003()) if c.metric == "r2")
+    assert r2.verdict is Verdict.AGREES and "a threshold" in r2.reason
+
+
+def test_fit_command_output_states_direction_bounds_and_verdicts(tmp_path: Path, template) -> None:
+    folder = tmp_path / "r"
+    for i, (samples, auc, ne) in enumerate([(1000, 0.60, 0.97), (3000, 0.66, 0.93), (10000, 0.70, 0.89),
+                                            (30000, 0.72, 0.86), (100000, 0.74, 0.84)]):
+        run = result_with(template, samples=samples, auc=auc, ne=ne, scenario_id=f"s{i}",
+                          ceiling={"val": {"ne": 0.80, "auc": 0.76, "rows": 15000}})
+        (folder / f"s{i}").mkdir(parents=True)
+        (folder / f"s{i}" / "seed0.json").write_text(run.model_dump_json())
+    out = runner.invoke(app, ["fit", str(folder), "--y", "auc", "--compare-seed003"])
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert "auc(samples) = γ − α·samples^(−β) over 5 results" in text and "it rises with samples" in text
+    assert "γ bounded to [0.74, 0.76]" in text and "≤ the ceiling 0.76 (dataset.ceiling.val.auc" in text
+    assert "higher auc" in text and "seed 003 (data): beta published 0.09–0.12" in text
+    data = json.loads(runner.invoke(app, ["fit", str(folder), "--y", "ne", "--json", "--compare-seed003"]).output)
+    assert data["direction"] == "falls" and data["gamma_bounds"][0] == 0.80 and data["gamma"] >= 0.80
+    assert {c["verdict"] for c in data["seed003"]} <= {"agrees", "differs", "inconclusive"}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    path = next((Path(__file__).resolve().parents[1] / "reference_results" / "ci").rglob("seed0.json"))
+    return json.loads(path.read_text())
+
+
+def result_with(template: dict, samples: int = 1000, auc: float = 0.7, ne: float = 0.9,
+                ceiling: dict | None = None, scenario_id: str = "s1") -> ResultFile:
+    data = copy.deepcopy(template)
+    data.update(scenario_id=scenario_id, status="not_reached")
+    data["timing"]["samples"] = samples
+    data["best_metrics"].update(auc=auc, ne=ne)
+    if ceiling is not None:
+        data["dataset"] = {**data.get("dataset", {}), "ceiling": ceiling}
+    return ResultFile.model_validate(data)

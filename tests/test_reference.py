@@ -343,3 +343,38 @@ def test_load_references_collects_every_bad_file(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserInputError, match="no reference tables"):
         load_references(tmp_path / "empty")
+
+
+# ------------------------------------------------------------------ dataset sizes (issue 14)
+
+
+def test_every_table_with_quality_rows_states_its_dataset_sizes():
+    """compare --reference judges a quality row only against runs on as many rows: every shipped table with
+    AUC / NE / LogLoss rows on a public dataset says how many (seed 003's production data is not public)."""
+    for path in FILES:
+        t = load_reference(path)
+        for row in t.rows:
+            if row.metric in ("auc", "ne", "logloss"):
+                assert t.size_of(row) is not None, f"{path.name}: no dataset_sizes for {row.dataset}"
+
+
+def test_dataset_size_spot_checks():
+    t3 = table("seed002_table3_criteo_kaggle.yaml")
+    (row, *_) = t3.find("auc", model="dlrm")
+    assert t3.size_of(row).rows == 45_840_617 and "REFERENCE.md" in t3.size_of(row).source
+    t4 = table("seed002_table4_criteo_tb.yaml")
+    assert t4.dataset_sizes["criteo-tb"].rows == 4_195_197_692 + 178_274_637
+    bars = table("bars_open_benchmark.yaml")
+    assert {k: v.rows for k, v in bars.dataset_sizes.items()} == {
+        "Criteo_x1": 45_840_617, "Avazu_x1": 40_428_967, "Frappe_x1": 288_609, "MovielensLatest_x1": 2_006_859,
+        "Criteo_x4_001": 45_840_617, "Avazu_x4_001": 40_428_967}
+
+
+def test_dataset_sizes_are_checked(tmp_path: Path):
+    path = tmp_path / "sizes.yaml"
+    path.write_text(VALID.replace("rows:\n", "dataset_sizes:\n  criteo-kagle: {rows: 5, source: x}\nrows:\n", 1))
+    assert "dataset_sizes names criteo-kagle, which no row uses" in load_error(path).lines[0]
+    path.write_text(VALID.replace("rows:\n", "dataset_sizes:\n  criteo-kaggle: {rows: 0, source: x}\nrows:\n", 1))
+    assert ":5: dataset_sizes.criteo-kaggle.rows: Input should be greater than 0" in load_error(path).lines[0]
+    path.write_text(VALID.replace("rows:\n", "dataset_sizes:\n  criteo-kaggle: {rows: 5}\nrows:\n", 1))
+    assert "dataset_sizes.criteo-kaggle.source: Field required" in load_error(path).lines[0]

@@ -262,6 +262,15 @@ class ReferenceClaim(StrictModel):
         return out
 
 
+class DatasetSize(StrictModel):
+    """How many rows the published numbers were measured on: the whole dataset (all splits together),
+    with where that count comes from. A run is compared with a row only when its dataset has as many
+    rows and it trained on its whole training split."""
+
+    rows: PositiveInt = Field(description="rows of the whole dataset, all splits together")
+    source: str = Field(min_length=1, description="where the count comes from")
+
+
 class ReferenceTable(StrictModel):
     """One published table (one file): provenance, dataset, hardware, rows and claims."""
 
@@ -271,6 +280,8 @@ class ReferenceTable(StrictModel):
     notes: str = ""
     dataset: str | None = Field(None, description="default dataset of every row")
     hardware: str | None = None
+    dataset_sizes: dict[str, DatasetSize] = Field(
+        default_factory=dict, description="dataset name -> its row count; quality rows are compared only with it")
     rows: list[ReferenceRow] = Field(default_factory=list)
     claims: list[ReferenceClaim] = Field(default_factory=list)
     _path: Path | None = PrivateAttr(None)
@@ -299,6 +310,17 @@ class ReferenceTable(StrictModel):
         if not self.rows and not self.claims:
             raise ValueError("a reference table needs rows, claims or both")
         return self
+
+    @model_validator(mode="after")
+    def _sizes_of_used_datasets(self) -> ReferenceTable:
+        unused = sorted(set(self.dataset_sizes) - {r.dataset for r in self.rows})
+        if unused:
+            raise ValueError(f"dataset_sizes names {', '.join(unused)}, which no row uses")
+        return self
+
+    def size_of(self, row: ReferenceRow) -> DatasetSize | None:
+        """The row count ``row`` was measured on (None when the table does not state it)."""
+        return self.dataset_sizes.get(row.dataset or "")
 
     @property
     def path(self) -> Path | None:

@@ -6,14 +6,24 @@ t-test: not significant (p ≥ 0.05) → NOISE. Otherwise the change is compared
 tolerance: within it → PASS, better → IMPROVED, worse → REGRESSED. A failed current run → FAILED;
 no baseline, a failed baseline or a missing metric → NOT_COMPARABLE with the reason. Time metrics are
 never judged (machines differ); they are reported as ratios current / baseline.
+
+Against published reference rows the same verdicts apply, but only to runs on the data the row was
+measured on: a run on a subset of its training split, or on a dataset with another row count than the
+table's ``dataset_sizes`` states, is NOT_COMPARABLE, naming both row counts (:func:`data_mismatch`).
+
+Fitted quantities (a scaling exponent, a phase) are compared with a published value or range only through
+their 95% interval (:func:`interval_verdict`): the reusable :class:`Verdict` is AGREES, DIFFERS or
+INCONCLUSIVE.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from typing import Any
+from enum import Enum
+from typing import Any, NamedTuple
 
 from scipy import stats
 
@@ -187,12 +197,74 @@ def compare_with_reference(current: list[ResultFile], tables: list[Any]) -> list
                                   f"no published row for {wanted}", {}))
             continue
         for table, row in matched:
-            out.append(_judge_reference(key, label(runs[0]), runs, table, row))
+            mismatch = None if any(r.status in UNUSABLE for r in runs) else data_mismatch(runs, table, row)
+            if mismatch:
+                out.append(Comparison(key[0], key[1], label(runs[0]), row.metric, "NOT_COMPARABLE", None, None, None,
+                                      None, f"{_where(table)}: {mismatch}", {}))
+            else:
+                out.append(_judge_reference(key, label(runs[0]), runs, table, row))
     return out
 
 
+@dataclass(frozen=True)
+class DataRows:
+    """The rows a run was measured on (from its result's ``dataset`` section)."""
+
+    total: int | None  # rows of the whole dataset, all splits (``dataset.cache.rows``, else the splits' sum)
+    train: int | None  # training rows it used
+    train_of: int | None  # rows of its full training split (differs from ``train`` for a subset)
+
+    @classmethod
+    def of(cls, result: ResultFile) -> DataRows:
+        dataset = (result.model_extra or {}).get("dataset")
+        dataset = dataset if isinstance(dataset, dict) else {}
+        splits = dataset.get("rows") if isinstance(dataset.get("rows"), dict) else {}
+        subset = dataset.get("subset") if isinstance(dataset.get("subset"), dict) else {}
+        cache = dataset.get("cache") if isinstance(dataset.get("cache"), dict) else {}
+        train = _count(splits.get("train"))
+        train_of = _count(subset.get("of")) if subset else train
+        total = _count(cache.get("rows"))
+        if total is None and splits and all(_count(v) is not None for v in splits.values()):
+            total = sum(splits.values()) - (train or 0) + (train_of or 0)
+        spec = spec_section(result, "dataset")
+        if not subset and (spec.get("num_samples") is not None or spec.get("fraction") not in (None, 1, 1.0)):
+            train_of = None  # a subset was asked for but the result does not say of how many rows
+        return cls(total, train, train_of)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def data_mismatch(runs: list[ResultFile], table: Any, row: Any) -> str | None:
+    """Why ``runs`` cannot be compared with the published ``row`` for the data they were measured on (None when
+    they can): the table states no size for the row's dataset; a run does not record its row counts; it
+    trained on a subset of its training split; its dataset has another row count than the published one."""
+    size = table.size_of(row)
+    if size is None:
+        return (f"the table states no dataset size for {row.dataset} (dataset_sizes), so a run on the same data "
+                "cannot be told from one on a sample")
+    for run in runs:
+        rows = DataRows.of(run)
+        if rows.total is None:
+            return f"seed {run.seed} does not record how many rows its dataset has (dataset.cache.rows, dataset.rows)"
+        if rows.train_of is None or rows.train is None:
+            return f"seed {run.seed} trained on a subset of unrecorded size; the published row used all the data"
+        if rows.train < rows.train_of:
+            return (f"seed {run.seed} trained on a subset: {rows.train:,} of its {rows.train_of:,} training rows; "
+                    f"the published row used all {size.rows:,} rows of {row.dataset} ({size.source})")
+        if rows.total != size.rows:
+            return (f"seed {run.seed} ran on {rows.total:,} rows of {row.dataset} ({rows.train:,} for training), "
+                    f"the published row on {size.rows:,} ({size.source})")
+    return None
+
+
+def _where(table: Any) -> str:
+    return f"{table.table} ({table.path.name if table.path else table.source[:30]})"
+
+
 def _judge_reference(key: tuple[str, str], label: str, runs: list[ResultFile], table: Any, row: Any) -> Comparison:
-    where = f"{table.table} ({table.path.name if table.path else table.source[:30]})"
+    where = _where(table)
 
     def verdict(v: str, reason: str, cur=None, delta=None, p=None) -> Comparison:
         return Comparison(key[0], key[1], label, row.metric, v, cur, None, delta, p, f"{where}: {reason}", {})
@@ -226,3 +298,79 @@ def _published(row: Any) -> str:
     if row.value is not None:
         return f"{row.value:g}{tol}"
     return f"[{row.low if row.low is not None else '-inf'}, {row.high if row.high is not None else 'inf'}]{tol}"
+
+
+# -- fitted quantities against published values, through intervals -------------------------------------------
+
+
+class Verdict(str, Enum):
+    """A measured interval against a published value or range."""
+
+    AGREES = "agrees"  # the whole interval lies within the published range (widened by its tolerance)
+    DIFFERS = "differs"  # the interval and the published range do not meet
+    INCONCLUSIVE = "inconclusive"  # they overlap, but the interval also reaches outside the published range
+
+
+class Judgement(NamedTuple):
+    verdict: Verdict
+    reason: str
+
+
+@dataclass(frozen=True)
+class IntervalCheck:
+    """One fitted quantity against one published row: what was compared, and the verdict with its reason."""
+
+    metric: str
+    resource: str
+    published: str
+    measured: float | str
+    interval: tuple[float, float] | None
+    verdict: Verdict
+    reason: str
+
+    @property
+    def agrees(self) -> bool:
+        return self.verdict is Verdict.AGREES
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict.value}
+
+
+def published_range(row: Any) -> tuple[float, float]:
+    """The values a published row accepts: value ± tolerance, or [low − tolerance, high + tolerance] with an
+    open end as ∓inf. ValueError for a yes/no row."""
+    tol = row.tolerance or 0.0
+    if row.value is not None:
+        return row.value - tol, row.value + tol
+    if row.low is None and row.high is None:
+        raise ValueError(f"row for {row.metric} is yes/no (reached), not a number")
+    return (row.low - tol if row.low is not None else -math.inf, row.high + tol if row.high is not None else math.inf)
+
+
+def _range(low: float, high: float) -> str:
+    return f"[{low:.4g}, {high:.4g}]"
+
+
+def interval_verdict(interval: tuple[float, float], published: tuple[float, float], what: str = "the value",
+                     uninformative: str | None = None) -> Judgement:
+    """The 95% interval of a measured quantity against the published range ``[low, high]`` (both ends
+    inclusive; ∓inf for an open end; a point value is ``[v − tol, v + tol]``):
+
+    - DIFFERS when they do not meet (the interval excludes every published value);
+    - AGREES when the interval lies wholly inside the published range: every value the measurement allows is
+      a published one. A point value without tolerance can therefore only be contradicted, never confirmed;
+    - INCONCLUSIVE otherwise: the interval reaches past the published range (too wide to tell, or only
+      partly inside). ``uninformative``, a note on why the interval says little, is added to the reason.
+    """
+    low, high = interval
+    p_low, p_high = published
+    shown = f"95% interval of {what} {_range(low, high)}"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return Judgement(Verdict.INCONCLUSIVE, f"no interval of {what} (too few bootstrap fits)")
+    if high < p_low or low > p_high:
+        return Judgement(Verdict.DIFFERS, f"{shown} excludes the published {_range(p_low, p_high)}")
+    if p_low <= low and high <= p_high:
+        return Judgement(Verdict.AGREES, f"{shown} lies inside the published {_range(p_low, p_high)}")
+    how = "covers the published" if low <= p_low and high >= p_high else "overlaps only part of the published"
+    note = f"; the interval is uninformative ({uninformative})" if uninformative else ""
+    return Judgement(Verdict.INCONCLUSIVE, f"{shown} {how} {_range(p_low, p_high)}{note}")

@@ -178,12 +178,18 @@ def compare(
     baseline: Annotated[Path | None, typer.Option("--baseline", help="folder of baseline results")] = None,
     reference: Annotated[Path | None, typer.Option("--reference", help="reference table file or folder")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    rcp: Annotated[bool, typer.Option("--rcp", help="check convergence against MLPerf DLRM-DCNv2's RCPs")] = False,
 ) -> None:
     """Compare results with a baseline or with published reference tables: a verdict per scenario
-    and quality metric (exit 1 on REGRESSED or FAILED)."""
+    and quality metric (exit 1 on REGRESSED or FAILED). --rcp: epochs to target against MLPerf's
+    reference convergence points (exit 1 on FASTER)."""
     import json
 
     from rich.table import Table
+
+    if rcp:
+        _compare_rcp(results, as_json, baseline is not None or reference is not None)
+        return
 
     from dlrs_bench.compare.reference import load_references
     from dlrs_bench.compare.verdicts import compare_with_baseline, compare_with_reference
@@ -216,6 +222,28 @@ def compare(
             )
         console.print(table)
     if any(c.verdict in ("REGRESSED", "FAILED") for c in comparisons):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _compare_rcp(results: list[Path], as_json: bool, other: bool) -> None:
+    """``compare --rcp``: a verdict per scenario against MLPerf's RCPs (dlrs_bench/compare/rcp.py)."""
+    import json
+
+    from dlrs_bench.compare.rcp import Rcps, compare_with_rcps, load_rcps, rcp_table
+    from dlrs_bench.results.collect import load_results
+
+    try:
+        if other:
+            raise UserInputError("compare --rcp takes no --baseline or --reference (the RCPs are the reference)")
+        rcps = Rcps(load_rcps())
+        comparisons = compare_with_rcps(load_results(results), rcps)
+    except UserInputError as e:
+        raise _invalid(e) from None
+    if as_json:
+        console.print_json(json.dumps([c.to_json() for c in comparisons]))
+    else:
+        console.print(rcp_table(comparisons, rcps))
+    if any(c.verdict == "FASTER" for c in comparisons):
         raise typer.Exit(EXIT_FAILED)
 
 

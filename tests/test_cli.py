@@ -579,7 +579,8 @@ def test_validate_and_ls_import_no_torch():
             "for args in (['validate', *sys.argv[1:]], ['ls', 'models'], ['ls', 'compressors'], ['ls', 'suites']):\n"
             "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
             "print(sorted(m for m in ('torch', 'torchrec', 'numpy') if m in sys.modules))")
-    suites = [str(p) for p in sorted((REPO / "suites").glob("*.yaml")) if "criteo" not in p.name]
+    suites = [str(p) for p in sorted((REPO / "suites").glob("*.yaml"))
+              if "criteo" not in p.name and p.name != "mlperf_dcnv2.yaml"]  # these name Criteo caches
     out = subprocess.run([sys.executable, "-c", code, *suites], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

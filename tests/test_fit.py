@@ -76,9 +76,11 @@ def test_fit_command_on_a_data_scaling_run(tmp_path: Path, write_suite) -> None:
     report = runner.invoke(app, ["report", str(tmp_path / "r"), "--out", str(tmp_path / "report")])
     assert report.exit_code == 0, report.output
     assert (tmp_path / "report" / "scaling_samples.png").stat().st_size > 10_000
-    assert (tmp_path / "report" / "pareto.png").exists()
+    assert not (tmp_path / "report" / "pareto.png").exists()  # the memory does not vary: no trade-off
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "![" in markdown and "scaling_samples.png" in markdown and markdown.count("| num_samples=") == 4
+    assert "- params: the suite does not vary params by design: its scenarios differ only in dataset (num_samples)" \
+        in markdown
 
 
 def test_fit_command_errors_exit_2(tmp_path: Path) -> None:

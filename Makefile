@@ -19,6 +19,7 @@ $(CPU_STAMP): pyproject.toml requirements-cpu.txt Makefile
 	$(PIP) install -q -r requirements-cpu.txt
 	$(PIP) install -q --no-deps torchrec==1.8.0
 	$(PIP) install -q --no-deps -e .
+	$(PIP) install -q -e '.[mlperf]'  # MLPerf's checkers, for tests/test_mlperf.py
 	touch $(CPU_STAMP)
 
 # CUDA machines: the CUDA 13 set (torch 2.11.0+cu130, fbgemm-gpu 1.6.0, torchrec 1.6.1) in .venv.
@@ -29,6 +30,7 @@ $(GPU_STAMP): pyproject.toml requirements-gpu.txt
 	$(PIP) install -q --extra-index-url $(TORCH_CUDA_INDEX) -r requirements-gpu.txt
 	$(PIP) install -q --no-deps torchrec==1.6.1
 	$(PIP) install -q --no-deps -e .
+	$(PIP) install -q -e '.[mlperf]'
 	touch $(GPU_STAMP)
 
 demo: $(STAMP)

@@ -150,20 +150,24 @@ def test_seed003_spot_checks():
     assert one(t, "r2", resource="parameters").value == 0.9
     assert one(t, "saturated", resource="parameters").reached is True
     assert one(t, "saturated", resource="data").reached is False
-    orders = {c.where["resource"]: c.order for c in t.claims}
+    orders = {c.where["resource"]: c.order for c in t.claims if c.kind == "ordering"}
     assert orders == {
         "data": [["V"], ["H"], ["O"], ["M"]],
         "parameters": [["V", "H", "O", "M"]],
         "compute": [["M"], ["O"], ["H"]],
     }
+    phases = {c.where["resource"]: c.saturated for c in t.claims if c.kind == "phase"}
+    assert phases == {"data": False, "parameters": True, "compute": False}  # Table 1's "saturated" column
 
 
 def test_seed000_claims():
-    ordering, fusion = table("seed000_claims.yaml").claims
+    ordering, fusion, scaling = table("seed000_claims.yaml").claims
     assert (ordering.kind, ordering.metric, ordering.over) == ("ordering", "auc", "compressor")
     assert ordering.order == [["qr"], ["memcom", "bch"], ["hashing"]]
-    assert ordering.ratios == [4, 16, 64, 256, 1024]
+    assert ordering.ratios == [4, 16, 64, 256, 1024] and ordering.levels == {"qr": {"fusion": "mult"}}
     assert (fusion.kind, fusion.over, fusion.better, fusion.worse) == ("comparison", "fusion", "mult", ["add", "fc"])
+    assert (scaling.metric, scaling.better, scaling.worse, scaling.where) == (
+        "beta", "wukong", ["dlrm"], {"resource": "parameters"})
 
 
 def test_bars_spot_checks():

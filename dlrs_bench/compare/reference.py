@@ -8,7 +8,9 @@ A file holds one published table: its provenance (``source``, ``table``, ``url``
   The measurement is a ``value`` (with an optional absolute ``tolerance``), a range
   ``low``..``high``, or ``reached`` (a yes/no fact: a target was reached, a curve saturated).
 - ``claims``: qualitative findings in a checkable form: ``ordering`` (tiers of the compared key,
-  best first; members of one tier are close) or ``comparison`` (``better`` beats each of ``worse``).
+  best first; members of one tier are close), ``comparison`` (``better`` beats each of ``worse``),
+  ``flat`` (each of ``others`` is at most ``tolerance`` worse than ``reference``) or ``phase`` (a scaling
+  fit along ``where.resource`` is saturated or not). ``dlrs-bench reproduce`` judges them across seeds.
 
 Every model forbids unknown keys; :func:`load_reference` reports problems as ``file:line: field:
 message`` through :class:`~dlrs_bench.errors.UserInputError`. The format is documented in
@@ -168,22 +170,47 @@ class ReferenceRow(StrictModel):
         return (self.low is None or measured >= self.low - tol) and (self.high is None or measured <= self.high + tol)
 
 
+#: Metrics a claim measures through a scaling fit per seed (``where.resource`` names x).
+FIT_METRICS = frozenset({"alpha", "beta", "gamma", "r2", "saturated", "knee_dim"})
+#: Metrics a ``phase`` claim may fit (those with a scaling law in :mod:`dlrs_bench.compare.fit`).
+PHASE_METRICS = ("ne", "logloss", "auc")
+
+#: Per claim kind: the fields it needs and the fields it takes (besides statement, metric, where, ratios, levels,
+#: notes).
+CLAIM_FIELDS: dict[str, tuple[set[str], set[str]]] = {
+    "ordering": ({"over", "order"}, {"over", "order", "tolerance"}),
+    "comparison": ({"over", "better", "worse"}, {"over", "better", "worse"}),
+    "flat": ({"over", "reference", "others", "tolerance"}, {"over", "reference", "others", "tolerance"}),
+    "phase": ({"saturated"}, {"saturated"}),
+}
+
+
 class ReferenceClaim(StrictModel):
     """A qualitative finding, checkable on measurements of ``metric`` at each value of ``over``.
 
     ``ordering``: ``order`` lists tiers, best first; every member of a tier beats every member of
     the next, and members of one tier are close (within ``tolerance`` when given; no order claimed).
-    ``comparison``: ``better`` beats each of ``worse``. ``where`` fixes other match keys; with
-    ``ratios`` the claim holds separately at each compression ratio listed.
+    ``comparison``: ``better`` beats each of ``worse``. ``flat``: each of ``others`` is at most
+    ``tolerance`` worse than ``reference`` (better is allowed). ``phase``: the fit of ``metric`` along
+    ``where.resource`` is ``saturated`` (doubling x gains < 0.5%) or not (it gains more); no ``over``.
+    ``where`` fixes other match keys (``where.dataset`` limits the claim to that data set); with
+    ``ratios`` the claim holds separately at each compression ratio listed. ``levels`` adds match keys
+    to single members (``{qr: {fusion: mult}}``; ``{none: {ratio: 1}}`` keeps the uncompressed
+    reference at 1x while ``ratios`` moves the others).
     """
 
-    kind: Literal["ordering", "comparison"]
+    kind: Literal["ordering", "comparison", "flat", "phase"]
     statement: str = Field(min_length=1, description="the claim in words, as published")
     metric: str
-    over: str = Field(description="the match key whose values are compared (compressor, fusion, scheme, chunk)")
+    over: str | None = Field(None, description="the match key whose values are compared (compressor, fusion, ...)")
     order: list[list[Level]] | None = None
     better: Level | None = None
     worse: list[Level] | None = None
+    reference: Level | None = Field(None, description="flat: the member the others are measured against")
+    others: list[Level] | None = Field(None, description="flat: the members that stay within tolerance of it")
+    saturated: bool | None = Field(None, description="phase: whether the published fit has saturated")
+    levels: dict[Level, dict[str, Level | float]] = Field(
+        default_factory=dict, description="more match keys for single members, e.g. {qr: {fusion: mult}}")
     where: dict[str, Level | float] = Field(default_factory=dict)
     ratios: list[PositiveFloat] | None = None
     tolerance: NonNegativeFloat | None = None
@@ -199,10 +226,9 @@ class ReferenceClaim(StrictModel):
 
     @field_validator("over")
     @classmethod
-    def _over_is_key(cls, v: str) -> str:
-        if v not in MATCH_KEYS or v == "ratio":
-            keys = ", ".join(k for k in MATCH_KEYS if k != "ratio")
-            raise ValueError(f"must be a match key other than ratio (ratios is separate): {keys}")
+    def _over_is_key(cls, v: str | None) -> str | None:
+        if v is not None and v not in MATCH_KEYS:
+            raise ValueError(f"must be a match key: {', '.join(MATCH_KEYS)}")
         return v
 
     @field_validator("where")
@@ -213,32 +239,54 @@ class ReferenceClaim(StrictModel):
             raise ValueError(f"unknown match key(s) {', '.join(unknown)}; known: {', '.join(MATCH_KEYS)}")
         return v
 
+    @field_validator("levels")
+    @classmethod
+    def _level_keys(cls, v: dict[Level, dict[str, Any]]) -> dict[Level, dict[str, Any]]:
+        for member, keys in v.items():
+            unknown = sorted(set(keys) - set(MATCH_KEYS))
+            if unknown:
+                raise ValueError(f"{member}: unknown match key(s) {', '.join(unknown)}; known: {', '.join(MATCH_KEYS)}")
+        return v
+
     @model_validator(mode="after")
     def _shape(self) -> ReferenceClaim:
-        if self.over in self.where:
+        optional = {"over", "order", "better", "worse", "reference", "others", "saturated", "tolerance"}
+        given = {f for f in optional if getattr(self, f) not in (None, [])}
+        missing = sorted(CLAIM_FIELDS[self.kind][0] - given)
+        if missing:
+            raise ValueError(f"a {self.kind} claim needs {', '.join(missing)}")
+        extra = sorted(given - CLAIM_FIELDS[self.kind][1])
+        if extra:
+            raise ValueError(f"a {self.kind} claim takes no {', '.join(extra)} "
+                             f"(it takes {', '.join(sorted(CLAIM_FIELDS[self.kind][1]))})")
+        if self.over is not None and self.over in self.where:
             raise ValueError(f"{self.over!r} is compared (over); it cannot also be fixed in where")
-        if self.ratios is not None and "ratio" in self.where:
-            raise ValueError("give ratios or where.ratio, not both")
-        if self.kind == "ordering":
-            if self.order is None or self.better is not None or self.worse is not None:
-                raise ValueError("an ordering claim takes order (tiers, best first), not better/worse")
-            members = self.members()
-            if len(members) < 2 or any(not tier for tier in self.order):
-                raise ValueError("order needs at least two members and no empty tier")
-        else:
-            if self.better is None or not self.worse or self.order is not None:
-                raise ValueError("a comparison claim takes better and worse (a non-empty list), not order")
-            if self.tolerance is not None:
-                raise ValueError("tolerance is for the close members of an ordering claim")
-            members = self.members()
+        if self.ratios is not None and ("ratio" in self.where or self.over == "ratio"):
+            raise ValueError("give ratios, where.ratio or over: ratio, one of them")
+        needs_x = self.kind == "phase" or self.metric in FIT_METRICS
+        if needs_x and self.where.get("resource") not in ("data", "parameters", "compute"):
+            raise ValueError(f"a {self.kind} claim on {self.metric} is measured by a scaling fit: where.resource "
+                             "must say its x (data, parameters or compute)")
+        if self.kind == "phase" and self.metric not in PHASE_METRICS:
+            raise ValueError(f"a phase claim fits {', '.join(PHASE_METRICS)}, not {self.metric}")
+        if self.kind == "ordering" and (len(self.members()) < 2 or any(not tier for tier in self.order or [])):
+            raise ValueError("order needs at least two members and no empty tier")
+        members = self.members()
         if len(set(members)) != len(members):
             raise ValueError(f"a value is listed twice: {members}")
+        strangers = [m for m in self.levels if m not in members]
+        if strangers:
+            raise ValueError(f"levels names {', '.join(map(str, strangers))}, which the claim does not compare")
         return self
 
     def members(self) -> list[Level]:
-        """Every value of ``over`` the claim mentions."""
+        """Every value of ``over`` the claim mentions (none for a phase)."""
         if self.kind == "ordering":
             return [m for tier in self.order or [] for m in tier]
+        if self.kind == "flat":
+            return [self.reference, *(self.others or [])]  # type: ignore[list-item]
+        if self.kind == "phase":
+            return []
         return [self.better, *(self.worse or [])]  # type: ignore[list-item]
 
     def violations(self, measured: Mapping[Level, float]) -> list[str]:

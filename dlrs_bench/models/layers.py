@@ -64,14 +64,12 @@ def rows(pooled: KeyedTensor, num_fields: int) -> torch.Tensor:
     """The pooled table rows of a KeyedTensor as ``[B, num_fields, W]``: W = d, d + 1 with a per-id
     first-order column, rounded up to a multiple of 4 under fbgemm's sharded kernels (the padding is
     never read)."""
-    values = pooled.values()
-    return values.reshape(values.shape[0], num_fields, values.shape[1] // num_fields)
+    return pooled.values().unflatten(1, (num_fields, -1))  # no branch on shapes: TorchRec's pipeline FX-traces it
 
 
 def fields(pooled: KeyedTensor, num_fields: int, dim: int) -> torch.Tensor:
     """The pooled embeddings of a KeyedTensor as ``[B, num_fields, dim]`` (the first d columns)."""
-    x = rows(pooled, num_fields)
-    return x if x.shape[2] == dim else x[..., :dim]
+    return rows(pooled, num_fields)[..., :dim]
 
 
 class FirstOrder(nn.Module):

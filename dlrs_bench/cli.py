@@ -265,6 +265,46 @@ def report(
     say(console, ("wrote", "green"), f" {path} and {len(list(out.glob('*.png')))} plot(s)")
 
 
+REFERENCE_DIR = Path(__file__).resolve().parent.parent / "reference_results"
+
+
+@app.command()
+def reproduce(
+    results: Annotated[list[Path], typer.Argument(help="result files or folders")],
+    out: Annotated[Path, typer.Option("--out", help="folder for reproduce.md, reproduce.json and plots")] = Path(
+        "reproduce"),
+    reference: Annotated[Path, typer.Option("--reference", help="reference table file or folder")] = REFERENCE_DIR,
+) -> None:
+    """A verdict for every published row and claim (reproduced, not reproduced, inconclusive, not testable here)
+    with its statistics, written as markdown with plots; orderings by a sign test over seeds (README,
+    "Reproducing the papers"). Exit 0 whatever the verdicts; 2 on bad input."""
+    from rich.table import Table
+
+    from dlrs_bench.compare.reference import load_references
+    from dlrs_bench.compare.reproduce import Outcome, write_reproduce
+    from dlrs_bench.results.collect import load_results
+
+    try:
+        _check_folder(out, "--out")
+        path, findings = write_reproduce(load_results(results), load_references(reference), out)
+    except UserInputError as e:
+        raise _invalid(e) from None
+    styles = {Outcome.REPRODUCED: "green", Outcome.NOT_REPRODUCED: "red", Outcome.INCONCLUSIVE: "yellow"}
+    table = Table(title=Text(f"reproduce: {path}"))
+    for column in ("source", "claim or published number", "data", "verdict", "why"):
+        table.add_column(column, overflow="fold")
+    for f in findings:
+        if f.verdict is not Outcome.NOT_TESTABLE:
+            table.add_row(*cells(f.source, f.what, f.dataset or "–"), Text(f.verdict.value, style=styles[f.verdict]),
+                          *cells(f.reason))
+    console.print(table)
+    untestable = sum(f.verdict is Outcome.NOT_TESTABLE for f in findings)
+    say(console, ("wrote", "green"), f" {path}: " + ", ".join(
+        f"{sum(f.verdict is o for f in findings)} {o.value}" for o in Outcome) +
+        (f" ({untestable} not testable here: the data, scale or hardware they need is listed in {path.name})"
+         if untestable else ""))
+
+
 class FitX(str, Enum):
     samples = "samples"
     params = "params"

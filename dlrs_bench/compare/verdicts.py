@@ -197,7 +197,7 @@ def compare_with_reference(current: list[ResultFile], tables: list[Any]) -> list
                                   f"no published row for {wanted}", {}))
             continue
         for table, row in matched:
-            mismatch = None if any(r.status in UNUSABLE for r in runs) else data_mismatch(runs, table, row)
+            mismatch = None if any(r.status in UNUSABLE for r in runs) else data_mismatch(runs, table, row.dataset)
             if mismatch:
                 out.append(Comparison(key[0], key[1], label(runs[0]), row.metric, "NOT_COMPARABLE", None, None, None,
                                       None, f"{_where(table)}: {mismatch}", {}))
@@ -236,13 +236,13 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def data_mismatch(runs: list[ResultFile], table: Any, row: Any) -> str | None:
-    """Why ``runs`` cannot be compared with the published ``row`` for the data they were measured on (None when
-    they can): the table states no size for the row's dataset; a run does not record its row counts; it
+def data_mismatch(runs: list[ResultFile], table: Any, dataset: str) -> str | None:
+    """Why ``runs`` cannot be compared with ``table``'s numbers on ``dataset`` for the data they were measured on
+    (None when they can): the table states no size for the dataset; a run does not record its row counts; it
     trained on a subset of its training split; its dataset has another row count than the published one."""
-    size = table.size_of(row)
+    size = table.dataset_sizes.get(dataset)
     if size is None:
-        return (f"the table states no dataset size for {row.dataset} (dataset_sizes), so a run on the same data "
+        return (f"the table states no dataset size for {dataset} (dataset_sizes), so a run on the same data "
                 "cannot be told from one on a sample")
     for run in runs:
         rows = DataRows.of(run)
@@ -252,9 +252,9 @@ def data_mismatch(runs: list[ResultFile], table: Any, row: Any) -> str | None:
             return f"seed {run.seed} trained on a subset of unrecorded size; the published row used all the data"
         if rows.train < rows.train_of:
             return (f"seed {run.seed} trained on a subset: {rows.train:,} of its {rows.train_of:,} training rows; "
-                    f"the published row used all {size.rows:,} rows of {row.dataset} ({size.source})")
+                    f"the published row used all {size.rows:,} rows of {dataset} ({size.source})")
         if rows.total != size.rows:
-            return (f"seed {run.seed} ran on {rows.total:,} rows of {row.dataset} ({rows.train:,} for training), "
+            return (f"seed {run.seed} ran on {rows.total:,} rows of {dataset} ({rows.train:,} for training), "
                     f"the published row on {size.rows:,} ({size.source})")
     return None
 

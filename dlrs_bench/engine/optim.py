@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +19,16 @@ SPARSE_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adagrad": torch.optim.Adagrad,
     "sgd": torch.optim.SGD,
 }
+
+
+#: Settings that differ from torch's defaults. Adagrad's ε 1e-8 is fbgemm's fused table kernels' value
+#: and MLPerf DLRM-DCNv2's closed rule (torch's default is 1e-10): dense parameters and tables step alike.
+SETTINGS: dict[str, dict[str, Any]] = {"adagrad": {"eps": 1e-8}}
+
+
+def optimizer_kwargs(name: str, lr: float) -> dict[str, Any]:
+    """Keyword arguments of optimizer ``name`` at learning rate ``lr`` (dense, sparse and fused alike)."""
+    return {"lr": lr, **SETTINGS.get(name, {})}
 
 
 class OptimizerGroup:
@@ -42,7 +53,7 @@ def build_optimizer(model: nn.Module, name: str, lr: float) -> OptimizerGroup:
     sparse = list(sparse_fn()) if sparse_fn else []
     sparse_ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if id(p) not in sparse_ids]
-    optimizers = [OPTIMIZERS[name](dense, lr=lr)]
+    optimizers = [OPTIMIZERS[name](dense, **optimizer_kwargs(name, lr))]
     if sparse:
-        optimizers.append(SPARSE_OPTIMIZERS[name](sparse, lr=lr))
+        optimizers.append(SPARSE_OPTIMIZERS[name](sparse, **optimizer_kwargs(name, lr)))
     return OptimizerGroup(optimizers)

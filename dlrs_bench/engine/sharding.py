@@ -27,7 +27,7 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from dlrs_bench.compression.full import FullEmbedding
 from dlrs_bench.config.schema import Scenario
-from dlrs_bench.engine.optim import OPTIMIZERS, SPARSE_OPTIMIZERS, OptimizerGroup
+from dlrs_bench.engine.optim import OPTIMIZERS, SPARSE_OPTIMIZERS, OptimizerGroup, optimizer_kwargs
 
 #: Sharding types the planner may choose from (data_parallel is what we do for non-full tables).
 MODEL_PARALLEL_TYPES = ("table_wise", "row_wise", "column_wise", "table_row_wise", "table_column_wise")
@@ -98,8 +98,9 @@ def shard(model: nn.Module, optimizer: str, lr: float, device: torch.device, sha
     """
     quiet_torchrec()
     sparse_ids = {id(p) for p in sparse_parameters}
-    for table in full_tables(model):
-        apply_optimizer_in_backward(OPTIMIZERS[optimizer], table.parameters(), {"lr": lr})
+    settings = optimizer_kwargs(optimizer, lr)
+    for table in full_tables(model):  # (TorchRec adds its own keys to the dict it is given: a copy each)
+        apply_optimizer_in_backward(OPTIMIZERS[optimizer], table.parameters(), dict(settings))
     plan = plan_sharding(model, dist.get_world_size(), device, sharding_types)
     # DDP's bucketed all-reduce cannot take sparse gradients: those are averaged by the train step
     sparse_names = [name for name, p in model.named_parameters() if id(p) in sparse_ids]
@@ -109,9 +110,9 @@ def shard(model: nn.Module, optimizer: str, lr: float, device: torch.device, sha
     dense = {k: p for k, p in rest.items() if id(p) not in sparse_ids}
     sparse = {k: p for k, p in rest.items() if id(p) in sparse_ids}
     optimizers: list[Any] = [CombinedOptimizer([
-        dmp.fused_optimizer, KeyedOptimizerWrapper(dense, lambda ps: OPTIMIZERS[optimizer](ps, lr=lr))])]
+        dmp.fused_optimizer, KeyedOptimizerWrapper(dense, lambda ps: OPTIMIZERS[optimizer](ps, **settings))])]
     if sparse:
-        optimizers.append(SPARSE_OPTIMIZERS[optimizer](list(sparse.values()), lr=lr))
+        optimizers.append(SPARSE_OPTIMIZERS[optimizer](list(sparse.values()), **settings))
     return dmp, OptimizerGroup(optimizers), placement(plan)
 
 

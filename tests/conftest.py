@@ -48,6 +48,27 @@ def tiny_suite(name: str = "tiny", **overrides: Any) -> dict[str, Any]:
     return suite
 
 
+def train_one_rank(overrides: dict[str, Any], steps: int = 5) -> tuple[Any, list[float]]:
+    """The tiny suite's scenario with ``overrides`` (Adagrad: fbgemm's fused CPU kernels) prepared in
+    a one-rank process group (DMP for full tables) and trained ``steps`` batches: (Prepared, losses)."""
+    from dlrs_bench.config.schema import validate_scenario
+    from dlrs_bench.data.base import build_dataset
+    from dlrs_bench.data.batching import iter_batches
+    from dlrs_bench.engine.distributed import one_rank_group
+    from dlrs_bench.engine.train import prepare
+
+    suite = tiny_suite()["defaults"]
+    spec, errors = validate_scenario({**suite, "train": {**suite["train"], "optimizer": "adagrad"}, **overrides})
+    assert not errors, errors
+    dataset = build_dataset(spec.dataset)
+    device = torch.device("cpu")
+    with one_rank_group(device) as ranks:
+        prepared = prepare(spec, dataset, device, ranks)
+        batches = iter_batches(dataset.splits["train"], 128, dataset.feature_names, seed=0)
+        losses = [float(prepared.pipeline.progress(batches)) for _ in range(steps)]
+    return prepared, losses
+
+
 def broken_movielens(folder: Path, broken: str = "ratings.csv") -> Path:
     """A MovieLens folder whose files are there (so ``validate`` passes) but whose ``broken`` file
     fails to parse when a run reads it."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import rank_entrypoints
 import torch
-from conftest import tiny_suite
+from conftest import tiny_suite, train_one_rank
 from test_cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, invoke, results_of, write
 
 from dlrs_bench.data.batching import global_batch_rows, iter_batches, merge_rank_rows, rank_slice
@@ -348,20 +348,6 @@ def test_two_gpus_train_with_nccl_and_sharded_tables(tmp_path):
 def test_sharded_full_tables_train_through_torchrecs_sparse_dist_pipeline(compressor, pipeline):
     """Full tables under DMP go through TrainPipelineSparseDist (the batch's KJT feeds the sharded
     tables); replicated compressed embeddings take the plain loop."""
-    from dlrs_bench.config.schema import validate_scenario
-    from dlrs_bench.data.base import build_dataset
-    from dlrs_bench.engine.distributed import one_rank_group
-    from dlrs_bench.engine.train import prepare
-
-    suite = tiny_suite()["defaults"]
-    spec, errors = validate_scenario({**suite, "compressor": compressor,
-                                      "train": {**suite["train"], "optimizer": "adagrad"}})
-    assert not errors
-    dataset = build_dataset(spec.dataset)
-    device = torch.device("cpu")
-    with one_rank_group(device) as ranks:
-        prepared = prepare(spec, dataset, device, ranks)
-        assert type(prepared.pipeline).__name__ == pipeline
-        batches = iter_batches(dataset.splits["train"], 128, dataset.feature_names, seed=0)
-        losses = [float(prepared.pipeline.progress(batches)) for _ in range(5)]
+    prepared, losses = train_one_rank({"compressor": compressor})
+    assert type(prepared.pipeline).__name__ == pipeline
     assert all(0 < loss < 2 for loss in losses)

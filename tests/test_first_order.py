@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_suite
+from conftest import tiny_suite, train_one_rank
 from kjt_helpers import random_batch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
@@ -110,23 +110,9 @@ def test_a_four_float_row_is_not_padded():
 
 def test_deepfm_trains_under_dmp_with_fbgemms_fused_kernels():
     """The one-rank DMP path (fbgemm's table-batched kernels, which refuse rows of 17 floats)."""
-    from dlrs_bench.data.base import build_dataset
-    from dlrs_bench.data.batching import iter_batches
-    from dlrs_bench.engine.distributed import one_rank_group
-    from dlrs_bench.engine.train import prepare
-
-    suite = tiny_suite()["defaults"]
-    spec, errors = validate_scenario({**suite, "model": {"name": "deepfm", "embedding_dim": 16, "dnn": [16, 1]},
-                                      "compressor": {"kind": "none"},
-                                      "train": {**suite["train"], "optimizer": "adagrad"}})
-    assert not errors
-    dataset = build_dataset(spec.dataset)
-    device = torch.device("cpu")
-    with one_rank_group(device) as ranks:
-        prepared = prepare(spec, dataset, device, ranks)
-        assert type(prepared.pipeline).__name__ == "ShardedPipeline"
-        batches = iter_batches(dataset.splits["train"], 128, dataset.feature_names, seed=0)
-        losses = [float(prepared.pipeline.progress(batches)) for _ in range(5)]
+    prepared, losses = train_one_rank({"model": {"name": "deepfm", "embedding_dim": 16, "dnn": [16, 1]},
+                                       "compressor": {"kind": "none"}})
+    assert type(prepared.pipeline).__name__ == "ShardedPipeline"
     assert all(0 < loss < 2 for loss in losses)
     tables = prepared.embedding["per_table"]
     assert {(t["dim"], t["params"] // t["rows"], t["detail"]["padding"]) for t in tables} == {(17, 20, 3)}

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_compare import REFERENCE_TABLE
 from test_report import run as report_run
 from typer.testing import CliRunner
 
@@ -27,12 +28,9 @@ from dlrs_bench.results.schema import ResultFile
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
-TABLE = """\
-source: test paper
-table: Table R
-dataset: movielens-latest-small
-dataset_sizes:
-  movielens-latest-small: {rows: 100836, source: ml-latest-small ratings.csv}
+#: test_compare's MovieLens table header (source, dataset, its 100,836 rows) with Criteo TB's size, then rows
+#: and claims of its own.
+TABLE = REFERENCE_TABLE.split("\nrows:")[0] + """
   criteo-tb: {rows: 4373472329, source: day_0 ... day_23}
 rows:
   - {model: dlrm, compressor: none, ratio: 1, metric: auc, value: 0.800, tolerance: 0.01, units: AUC}

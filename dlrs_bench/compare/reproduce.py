@@ -297,7 +297,7 @@ def combine(parts: list[Part]) -> tuple[Outcome, str]:
         why.append(f"{max(p.seeds for p in tested)} seed(s): the sign test needs at least {MIN_SEEDS} seeds, all "
                    "agreeing")
     if untested:
-        why.append(f"not testable: {'; '.join(untested)}")
+        why.append(f"{len(untested)} not testable (e.g. {untested[0]})")
     return Outcome.INCONCLUSIVE, "; ".join(why)
 
 

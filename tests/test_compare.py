@@ -247,3 +247,13 @@ def test_report_plots_throughput_against_ranks(template, tmp_path):
     assert "scaling efficiency at the most ranks: none 73% at 4" in markdown
     single = write_report([with_ranks(template, 1, 100.0)], tmp_path / "single").read_text()
     assert "throughput_vs_ranks" not in single
+
+
+def test_autoint_with_a_dnn_matches_published_autoint_plus_rows():
+    """BARS' AutoInt+ is this bench's autoint with a non-empty dnn: the match key says so."""
+    from dlrs_bench.compare.verdicts import model_key
+
+    assert model_key({"name": "autoint", "dnn": [400, 400, 1]}) == "autoint+"
+    assert model_key({"name": "autoint", "dnn": []}) == "autoint"
+    assert model_key({"name": "autoint"}) == "autoint"
+    assert model_key({"name": "dcnv2"}) == "dcnv2"

@@ -57,6 +57,7 @@ from dlrs_bench.compare.reference import (  # noqa: E402
 from dlrs_bench.compare.report import FINISHED, plot_ratio, plot_scaling, title  # noqa: E402
 from dlrs_bench.compare.verdicts import (  # noqa: E402
     ALPHA,
+    MODEL_VARIANTS,
     QUALITY,
     DataRows,
     Verdict,
@@ -220,8 +221,8 @@ def missing(table: ReferenceTable, wanted: dict[str, Any], results: list[ResultF
         size = table.dataset_sizes.get(dataset)
         about = ([f"{size.rows:,} rows"] if size else []) + ([] if dataset in DATASETS else ["no dlrs-bench reader"])
         needs.append(f"needs {dataset}" + (f" ({', '.join(about)})" if about else ""))
-    for key, registry in (("model", MODELS), ("compressor", COMPRESSORS)):
-        if wanted.get(key) is not None and wanted[key] not in registry:
+    for key, known in (("model", [*MODELS.names(), *MODEL_VARIANTS]), ("compressor", COMPRESSORS.names())):
+        if wanted.get(key) is not None and wanted[key] not in known:
             needs.append(f"needs {key} {wanted[key]}, which dlrs-bench does not implement")
     if needs:
         return "; ".join(needs) + f"; the results hold {held_datasets(results)}"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any, NamedTuple
@@ -163,13 +164,27 @@ def _time_ratios(runs: list[ResultFile], base: list[ResultFile]) -> dict[str, fl
     return ratios
 
 
+#: Published model names that are a dlrs-bench model with an option set: name → (model, has the option).
+MODEL_VARIANTS: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
+    "autoint+": ("autoint", lambda model: bool(model.get("dnn"))),  # AutoInt+ (BARS): AutoInt with a DNN
+}
+
+
+def model_key(model: dict[str, Any]) -> str | None:
+    """The match key of a scenario's model section: its name, or the published variant it is."""
+    for key, (name, has_option) in MODEL_VARIANTS.items():
+        if model.get("name") == name and has_option(model):
+            return key
+    return model.get("name")
+
+
 def scenario_keys(result: ResultFile) -> dict[str, Any]:
     """The reference-table match keys of a result's scenario."""
     compressor, model, train = (spec_section(result, k) for k in ("compressor", "model", "train"))
     ratio = compressor.get("ratio", 1.0 if "kind" in compressor else None)
     keys = {
         "dataset": spec_section(result, "dataset").get("name"),
-        "model": model.get("name"),
+        "model": model_key(model),
         "compressor": compressor.get("kind"),
         "ratio": number(ratio),
         "dim": model.get("embedding_dim"),

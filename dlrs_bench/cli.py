@@ -380,12 +380,24 @@ class PreparedDataset(str, Enum):
     synthetic = "synthetic"
 
 
+class PrepareFormat(str, Enum):
+    text = "text"
+    mlperf_multihot = "mlperf-multihot"
+
+
 @data_app.command("prepare")
 def data_prepare(
     name: Annotated[PreparedDataset, typer.Argument(help="a raw format, or synthetic (generated)")],
     out: Annotated[Path, typer.Option("--out", help="cache folder to create (must not exist)")],
     raw: Annotated[list[Path] | None, typer.Option(
-        "--raw", help="raw file(s), in order (Terabyte: day_0 ... day_23); not for synthetic")] = None,
+        "--raw", help="raw file(s), in order (Terabyte: day_0 ... day_23); not for synthetic; with --format "
+        "mlperf-multihot the folder of day_{i}_labels.npy, day_{i}_dense.npy, day_{i}_sparse_multi_hot.npz")] = None,
+    format_: Annotated[PrepareFormat, typer.Option(
+        "--format", help="text: the dataset's raw text files | mlperf-multihot (criteo-tb): MLPerf DLRM-DCNv2's "
+        "materialised multi-hot Criteo 1TB, bags copied as MLPerf made them")] = PrepareFormat.text,
+    table_sizes: Annotated[str | None, typer.Option(
+        help="mlperf-multihot: rows per table, comma-separated (default: the Terabyte sizes with MLPerf's 40M cap, "
+        "as the materialise script's --num_embeddings_per_feature)")] = None,
     shuffle_seed: Annotated[int | None, typer.Option(
         help="shuffle the training rows once with this seed (MLPerf protocol; the evaluation rows keep their "
         "order); needs free disk for one more copy")] = None,
@@ -416,7 +428,16 @@ def data_prepare(
             bar.update(task, rows=done, rate=done / max(time.perf_counter() - started, 1e-9))
 
         try:
-            if name is PreparedDataset.synthetic:
+            if format_ is PrepareFormat.mlperf_multihot:
+                text_only = {"--shuffle-seed": shuffle_seed, "--rows": rows, "--set": set_, "--max-rows": max_rows,
+                             "--numbering": numbering != "dlrm", "--frequency-threshold": frequency_threshold,
+                             "--dense-transform": dense_transform != "dlrm", "--on-error": on_error != "error",
+                             "--movielens-variant": movielens_variant != "ml-20m"}
+                manifest = _prepare_mlperf_multihot(name.value, raw or [], out, progress, table_sizes, workers,
+                                                    [flag for flag, given in text_only.items() if given])
+            elif table_sizes is not None:
+                raise UserInputError("--table-sizes: only with --format mlperf-multihot")
+            elif name is PreparedDataset.synthetic:
                 if raw or shuffle_seed is not None:
                     raise UserInputError("--raw" if raw else
                                          "--shuffle-seed: synthetic rows are independent draws, already in random "
@@ -456,6 +477,36 @@ def _prepare_raw(name: str, raw: list[Path], out: Path, progress: Any, dense_tra
         raise UserInputError(problems[0], problems) from None
     fmt = raw_format(name, dense_transform=dense_transform, movielens_variant=movielens_variant)
     return prepare(fmt, raw, out, options, progress)
+
+
+def _prepare_mlperf_multihot(name: str, raw: list[Path], out: Path, progress: Any, table_sizes: str | None,
+                             workers: int | None, text_flags: list[str]) -> Any:
+    """``data prepare criteo-tb --format mlperf-multihot --raw DIR``: MLPerf's materialised multi-hot days."""
+    from pydantic import ValidationError
+
+    from dlrs_bench.data.mlperf_multihot import MultiHotPrepareOptions, prepare_mlperf_multihot
+
+    if name != "criteo-tb":
+        raise UserInputError(f"--format mlperf-multihot: MLPerf's multi-hot dataset is Criteo 1TB (criteo-tb), "
+                             f"not {name}")
+    if text_flags:
+        raise UserInputError(f"{text_flags[0]}: not with --format mlperf-multihot (ids, dense values and row order "
+                             "are taken as MLPerf's files hold them)")
+    if len(raw) != 1:
+        raise UserInputError("--raw: --format mlperf-multihot takes one folder (the one holding MLPerf's day files)")
+    values: dict[str, Any] = {"workers": workers} if workers is not None else {}
+    if table_sizes is not None:
+        try:
+            values["table_sizes"] = [int(v) for v in table_sizes.split(",")]
+        except ValueError:
+            raise UserInputError(f"--table-sizes: expected comma-separated integers, got {table_sizes!r}") from None
+    try:
+        options = MultiHotPrepareOptions.model_validate(values)
+    except ValidationError as e:
+        problems = [f"--{str(x['loc'][0]).replace('_', '-')}: {x['msg'].removeprefix('Value error, ')}"
+                    for x in e.errors()]
+        raise UserInputError(problems[0], problems) from None
+    return prepare_mlperf_multihot(raw[0], out, options, progress)
 
 
 def _prepare_synthetic(rows: int | None, settings: list[str], out: Path, progress: Any, workers: int | None) -> Any:

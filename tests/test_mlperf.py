@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from dlrs_bench.cli import app
 from dlrs_bench.compare.rcp import RCP_FILE, Rcps, compare_with_rcps, load_rcps, olympic_mean
 from dlrs_bench.config.expand import load_suite
-from dlrs_bench.data.shapes import MLPERF_MULTI_HOT, TERABYTE_CARDINALITIES
+from dlrs_bench.data.shapes import MLPERF_MATERIALISED, MLPERF_MULTI_HOT, TERABYTE_CARDINALITIES
 from dlrs_bench.errors import UserInputError
 from dlrs_bench.measure import mllog
 from dlrs_bench.measure.mllog import (
@@ -114,7 +114,7 @@ def reference_facts(**changes) -> RunFacts:
     facts = dict(spec=scenario.spec, dataset="criteo-tb", train_rows=TB_TRAIN_SAMPLES, eval_rows=TB_EVAL_SAMPLES,
                  cardinalities=list(TERABYTE_CARDINALITIES), stored_bags=list(MLPERF_MULTI_HOT),
                  synthesised_bags=None, hyperparameters=dict(CLOSED_ADAGRAD),
-                 eval_interval_steps=round(scenario.spec.train.eval_every * steps))
+                 eval_interval_steps=round(scenario.spec.train.eval_every * steps), bag_source=MLPERF_MATERIALISED)
     return RunFacts(**{**facts, **changes})
 
 

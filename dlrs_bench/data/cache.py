@@ -28,7 +28,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -58,6 +58,18 @@ class ShuffleRecord(BaseModel):
     method: str
 
 
+class MultiHotRecord(BaseModel):
+    """Where the stored multi-hot bags of a cache come from (written by
+    :mod:`dlrs_bench.data.mlperf_multihot`, the one preparation that copies bags made elsewhere)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["mlperf-materialised"]  # dlrs_bench.data.shapes.MLPERF_MATERIALISED
+    sizes: list[int]  # ids per bag of each table, in feature order (checked against the input's arrays)
+    files: str  # the input files the bags were read from
+    made_by: str  # the program that wrote those files
+
+
 class Manifest(BaseModel):
     """The ``manifest.json`` of a cache."""
 
@@ -80,6 +92,7 @@ class Manifest(BaseModel):
     splits: dict[str, tuple[int, int]] | None = None  # fixed [start, stop) row ranges of train / val / test
     shuffle: ShuffleRecord | None = None
     info: dict[str, Any] = {}  # facts recorded with results (e.g. a synthetic teacher's ceiling)
+    multi_hot: MultiHotRecord | None = None  # the stored bags' provenance, where they were copied from elsewhere
 
     def width(self, feature: str) -> int:
         """Columns of ``feature`` in ``sparse`` (0: a variable-length bag kept in ``bags/``)."""
@@ -300,11 +313,10 @@ class Cache:
         dtype, shape = self.shapes[name]
         row = dtype.itemsize * int(np.prod(shape[1:]))
         out = np.empty((stop - start, *shape[1:]), dtype)
-        if out.nbytes:
-            got = os.preadv(self._fds[name], [memoryview(out).cast("B")], start * row)
-            if got != out.nbytes:
-                raise UserInputError(f"{self.path / name}: ends early (read {got} of {out.nbytes} bytes at row "
-                                     f"{start}); the file changed since the cache was opened")
+        got = pread_into(self._fds[name], out, start * row)
+        if got != out.nbytes:
+            raise UserInputError(f"{self.path / name}: ends early (read {got} of {out.nbytes} bytes at row "
+                                 f"{start}); the file changed since the cache was opened")
         return out
 
     def read_labels(self, start: int, stop: int) -> np.ndarray:
@@ -338,6 +350,12 @@ class Cache:
             if isinstance(m, np.memmap) and m._mmap is not None:
                 m._mmap.madvise(mmap.MADV_DONTNEED)
         return out
+
+
+def pread_into(fd: int, out: np.ndarray, offset: int) -> int:
+    """Fill the C-contiguous array ``out`` with the bytes of file ``fd`` from byte ``offset`` (one
+    ``pread``: nothing is mapped); returns the bytes read (fewer than ``out.nbytes`` where the file ends)."""
+    return os.preadv(fd, [memoryview(out).cast("B")], offset) if out.nbytes else 0
 
 
 def bag_positions(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

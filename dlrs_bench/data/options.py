@@ -127,7 +127,7 @@ class PreparedOptions(DatasetOptions):
     def check_data(self) -> list[Table]:
         with prepared_cache(self) as cache:
             manifest = cache.manifest
-        bag_sizes(self, len(manifest.features))
+        bag_sizes(self, manifest)
         check_split(manifest, self)
         return list(manifest.features.items())
 
@@ -152,8 +152,14 @@ class MovieLensPreparedOptions(PreparedOptions):
     split: SplitProtocol = "random"
 
 
-def bag_sizes(options: PreparedOptions, num_features: int) -> list[int]:
-    """Ids per bag of each feature (1 = the prepared one-hot data as is)."""
+def bag_sizes(options: PreparedOptions, manifest: Manifest) -> list[int]:
+    """Ids per bag of each feature to synthesise from its stored id (1 = the prepared data as is); a
+    cache that stores bags (MLPerf's materialised ones) takes no ``multi_hot_sizes``."""
+    num_features = len(manifest.features)
+    if options.multi_hot_sizes is not None and manifest.bags:
+        stored = f"MLPerf's materialised bags ({manifest.multi_hot.files})" if manifest.multi_hot else "multi-hot bags"
+        raise UserInputError(f"{options.path}: multi_hot_sizes: this cache stores {stored}; remove multi_hot_sizes "
+                             "(it synthesises bags from one-hot ids)")
     sizes = MLPERF_MULTI_HOT if options.multi_hot_sizes == "mlperf" else options.multi_hot_sizes or [1] * num_features
     if len(sizes) != num_features:
         raise UserInputError(f"multi_hot_sizes has {len(sizes)} entries for {num_features} sparse features")

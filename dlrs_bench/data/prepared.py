@@ -59,7 +59,7 @@ class Prepared:
     def build(cls, options: PreparedOptions) -> CTRDataset:
         cache = prepared_cache(options)
         manifest = cache.manifest
-        sizes = bag_sizes(options, len(manifest.features))
+        sizes = bag_sizes(options, manifest)
         info = {"source": options.path,
                 "split": {"protocol": options.split, "fractions": list(options.split_fractions),
                           "seed": options.split_seed},
@@ -67,6 +67,8 @@ class Prepared:
                              "skipped": manifest.skipped["count"]}}
         if sizes != [1] * len(sizes):
             info["multi_hot_sizes"] = sizes
+        if manifest.multi_hot is not None:  # bags stored as MLPerf materialised them
+            info["prepared"]["multi_hot"] = manifest.multi_hot.model_dump()
         return dataset_from_cache(options, cache, split_ranges(manifest, options), info, sizes)
 
 

@@ -8,3 +8,6 @@ TERABYTE_CARDINALITIES = [40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63
                           2209, 11938, 155, 4, 976, 14, 40000000, 40000000, 40000000, 590152, 12973, 108, 36]
 #: MLPerf DLRM-DCNv2 multi-hot sizes per table.
 MLPERF_MULTI_HOT = [3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1]
+#: The cache manifest's ``multi_hot.source`` of bags copied from MLPerf DLRM-DCNv2's materialised multi-hot
+#: Criteo 1TB (``data prepare criteo-tb --format mlperf-multihot``).
+MLPERF_MATERIALISED = "mlperf-materialised"

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dlrs_bench.config.schema import MLPERF_RULESET, MLPerfSpec
-from dlrs_bench.data.shapes import MLPERF_MULTI_HOT, TERABYTE_CARDINALITIES
+from dlrs_bench.data.shapes import MLPERF_MATERIALISED, MLPERF_MULTI_HOT, TERABYTE_CARDINALITIES
 
 if TYPE_CHECKING:
     from dlrs_bench.config.schema import Scenario
@@ -96,6 +96,7 @@ class RunFacts:
     synthesised_bags: list[int] | None  # ids per bag derived at read time (multi_hot_sizes), else None
     hyperparameters: dict[str, Any]  # MLPerf key -> value (a list where parameter groups differ)
     eval_interval_steps: int
+    bag_source: str | None = None  # where the stored bags come from (the cache manifest's multi_hot.source)
 
 
 @dataclass(frozen=True)
@@ -132,9 +133,14 @@ def _model_rule(f: RunFacts) -> str | None:
 
 
 def _multi_hot_rule(f: RunFacts) -> str | None:
+    """MLPerf's materialised multi-hot bags: read from a cache whose manifest records them as copied from
+    MLPerf's files (``data prepare criteo-tb --format mlperf-multihot``), at MLPerf's sizes."""
     if f.synthesised_bags is not None:
         return ("multi-hot bags are synthesised at read time by dlrs-bench's hashes (multi_hot_sizes), not read "
                 "from MLPerf's materialised multi-hot dataset")
+    if f.bag_source != MLPERF_MATERIALISED:
+        return ("the cache's bags are not MLPerf's materialised multi-hot dataset (its manifest records no such "
+                "source; prepare MLPerf's day files with `dlrs-bench data prepare criteo-tb --format mlperf-multihot`)")
     return _differs("ids per bag of the stored tables", f.stored_bags, MLPERF_MULTI_HOT)
 
 
@@ -324,14 +330,15 @@ def run_facts(spec: Scenario, dataset: CTRDataset, hyper: dict[str, Any], eval_i
     """The :class:`RunFacts` of a run of ``spec`` on ``dataset`` with optimizer keys ``hyper``."""
     train = dataset.splits["train"]
     manifest = train.cache.manifest
-    synthesised = getattr(spec.dataset, "multi_hot_sizes", None)
+    synthesised = [f.synthesised for f in train.layout]  # ids per bag derived from a stored id when read
     return RunFacts(
         spec=spec, dataset=spec.dataset.name, train_rows=len(train),
         eval_rows=len(dataset.splits[spec.train.eval_split]),
         cardinalities=[f.cardinality for f in dataset.features],
         stored_bags=[manifest.width(name) for name in manifest.features],
-        synthesised_bags=list(MLPERF_MULTI_HOT) if synthesised == "mlperf" else synthesised,
-        hyperparameters=hyper, eval_interval_steps=eval_interval_steps)
+        synthesised_bags=synthesised if any(s > 1 for s in synthesised) else None,
+        hyperparameters=hyper, eval_interval_steps=eval_interval_steps,
+        bag_source=manifest.multi_hot.source if manifest.multi_hot else None)
 
 
 class NullEventLog(EventLog):

@@ -472,9 +472,7 @@ def _prepare_raw(name: str, raw: list[Path], out: Path, progress: Any, dense_tra
     try:
         options = PrepareOptions.model_validate({k: v for k, v in flags.items() if v is not None})
     except ValidationError as e:
-        problems = [f"--{str((x['loc'] or ('numbering',))[0]).replace('_', '-')}: "
-                    f"{x['msg'].removeprefix('Value error, ')}" for x in e.errors()]
-        raise UserInputError(problems[0], problems) from None
+        raise _flag_errors(e, "numbering") from None
     fmt = raw_format(name, dense_transform=dense_transform, movielens_variant=movielens_variant)
     return prepare(fmt, raw, out, options, progress)
 
@@ -503,10 +501,16 @@ def _prepare_mlperf_multihot(name: str, raw: list[Path], out: Path, progress: An
     try:
         options = MultiHotPrepareOptions.model_validate(values)
     except ValidationError as e:
-        problems = [f"--{str(x['loc'][0]).replace('_', '-')}: {x['msg'].removeprefix('Value error, ')}"
-                    for x in e.errors()]
-        raise UserInputError(problems[0], problems) from None
+        raise _flag_errors(e, "table_sizes") from None
     return prepare_mlperf_multihot(raw[0], out, options, progress)
+
+
+def _flag_errors(error: Any, fallback: str) -> UserInputError:
+    """The pydantic ``error`` of options built from command-line flags, each problem named by its flag
+    (``fallback`` for a whole-model check, which has no field)."""
+    problems = [f"--{str((x['loc'] or (fallback,))[0]).replace('_', '-')}: {x['msg'].removeprefix('Value error, ')}"
+                for x in error.errors()]
+    return UserInputError(problems[0], problems)
 
 
 def _prepare_synthetic(rows: int | None, settings: list[str], out: Path, progress: Any, workers: int | None) -> Any:

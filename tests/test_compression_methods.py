@@ -74,6 +74,8 @@ CASES = [
     Case("qr-mult-3", "qr", 6, options={"fusion": "mult", "levels": 3}),
     Case("qr-add-3", "qr", 6, options={"fusion": "add", "levels": 3}),
     Case("qr-concat-3", "qr", 16, dim=12, options={"fusion": "concat", "levels": 3}),
+    Case("qr-fc-2", "qr", 3, options={"fusion": "fc", "levels": 2}),
+    Case("qr-fc-3", "qr", 4, options={"fusion": "fc", "levels": 3}),
     Case("memcom", "memcom", 4),
     Case("bch-succession-sum", "bch", 4, options={"blocks": "succession", "fusion": "sum"}),
     Case("bch-succession-concat", "bch", 4, options={"blocks": "succession", "fusion": "concat"}),
@@ -88,6 +90,10 @@ CASES = [
 ]
 ROBE_CASES = [c for c in CASES if c.kind == "robe"]
 PER_TABLE_CASES = [c for c in CASES if c.kind != "robe"]
+
+
+def case_named(name: str) -> Case:
+    return next(c for c in CASES if c.name == name)
 
 
 def cases(selection: list[Case]) -> Any:
@@ -153,7 +159,8 @@ def expected_table_params(case: Case, f: SparseFeature, detail: dict[str, Any]) 
         assert detail["rows"] == rows
         assert c ** (k - 1) * rows[-1] >= n  # every id has a digit tuple
         width = d // k if case.options["fusion"] == "concat" else d
-        return ((k - 1) * c + ceil_div(n, c ** (k - 1))) * width
+        mixer = k * d * d + d if case.options["fusion"] == "fc" else 0  # fc: Linear(k d, d) with its bias
+        return ((k - 1) * c + ceil_div(n, c ** (k - 1))) * width + mixer
     if case.kind == "memcom":
         m = detail["buckets"]
         assert 1 <= m < n
@@ -189,6 +196,9 @@ def reference_vectors(case: Case, encoder: nn.Module, n: int) -> torch.Tensor:
         fusion = case.options["fusion"]
         if fusion == "concat":
             return torch.cat(parts, dim=1)
+        if fusion == "fc":  # [d]-wide digit vectors, concatenated, times W [d, k d] plus b
+            weight, bias = params[k], params[k + 1]
+            return torch.stack([torch.cat([part[i] for part in parts]) @ weight.T + bias for i in range(n)])
         out = parts[0].clone()
         for part in parts[1:]:
             out = out * part if fusion == "mult" else out + part
@@ -440,7 +450,7 @@ def test_qr_unreachable_ratio_names_the_table():
 
 def test_bch_unreachable_ratio_names_the_table():
     with pytest.raises(ValueError, match=r"bch on table b \(300 rows\).*cannot reach ratio 1000"):
-        CASES[7].build(ratio=1000)
+        case_named("bch-succession-sum").build(ratio=1000)
     with pytest.raises(ValueError, match=r"table c \(1,000 rows\)"):  # skip blocks: 1000 rows miss 10x
         Case("x", "bch", 10, options={"blocks": "skip"}).build()
 

@@ -95,7 +95,10 @@ def qr_rows(n: int, radix: int, levels: int) -> list[int]:
 class QROptions(PerTableOptions):
     kind: Literal["qr"] = "qr"
     ratio: float = Field(gt=1.0, description="requested ratio n / rows-equivalent per compressed table")
-    fusion: Literal["mult", "add", "concat"] = "mult"
+    fusion: Literal["mult", "add", "concat", "fc"] = Field(
+        "mult", description="mult: product of the levels' vectors; add: sum; concat: d / k wide each; fc: the "
+                            "d-wide vectors concatenated through a Linear(k d, d) per table (seed 000's fully "
+                            "connected fusion)")
     levels: int | None = Field(
         None, ge=2, le=16, description="digits per id; default: the fewest that reach ratio (2 for concat)"
     )
@@ -114,8 +117,9 @@ class QROptions(PerTableOptions):
         errors = []
         for levels in level_choices:
             width = dim // levels if self.fusion == "concat" else dim
+            mixer = levels * dim * dim + dim if self.fusion == "fc" else 0  # fc: the table's Linear(k d, d)
             top = max(2, math.ceil(n ** (1 / levels)) + 1)
-            candidates = [(sum(qr_rows(n, c, levels)) * width, (c, levels)) for c in range(2, top + 1)]
+            candidates = [(sum(qr_rows(n, c, levels)) * width + mixer, (c, levels)) for c in range(2, top + 1)]
             try:
                 return closest_config(candidates, n * dim, self.ratio, f"{where} with {levels} levels")
             except ValueError as e:

@@ -3,8 +3,10 @@
 With ``levels`` k and radix c, id x has digits x mod c, (x // c) mod c, ..., x // c^(k-1);
 level i < k is a table of c rows, the last level a table of ceil(n / c^(k-1)) rows. Every id
 gets a distinct digit tuple. The digit vectors are fused by ``mult`` (elementwise product,
-default), ``add`` or ``concat`` (each level d / k wide). Params: ((k-1) c + ceil(n / c^(k-1))) d
-(d / k per level for concat). k = 2 is classic QR; k > 2 is the hierarchic / coarse-to-fine
+default), ``add``, ``concat`` (each level d / k wide) or ``fc`` (the d-wide vectors concatenated and
+mapped by a Linear(k d, d) of the table, PyTorch's default init: the fully connected fusion that seed
+000 finds worse than ``mult``). Params: ((k-1) c + ceil(n / c^(k-1))) d (d / k per level for concat),
+plus k d² + d for fc. k = 2 is classic QR; k > 2 is the hierarchic / coarse-to-fine
 decomposition. The ratio chooses c (and the smallest k that reaches it when ``levels`` is unset).
 """
 
@@ -23,6 +25,7 @@ FUSIONS = {
     "mult": lambda parts: math.prod(parts[1:], start=parts[0]),
     "add": lambda parts: sum(parts[1:], start=parts[0]),
     "concat": lambda parts: torch.cat(parts, dim=1),
+    "fc": lambda parts: torch.cat(parts, dim=1),  # then the table's Linear(k d, d)
 }
 
 
@@ -36,6 +39,7 @@ class QREncoder(nn.Module):
         # DLRM's QR init: every level U(±sqrt(1 / n)) (n = rows of the full table)
         self.levels = nn.ParameterList(nn.Parameter(uniform((r, width), math.sqrt(1 / n), device)) for r in rows)
         self.radix, self.fuse = radix, FUSIONS[fusion]
+        self.mix = nn.Linear(levels * dim, dim, device=device) if fusion == "fc" else nn.Identity()
         self.detail = {"radix": radix, "levels": levels, "rows": rows, "fusion": fusion}
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -44,7 +48,7 @@ class QREncoder(nn.Module):
             parts.append(table[ids % self.radix])
             ids = ids // self.radix
         parts.append(self.levels[-1][ids])
-        return self.fuse(parts)
+        return self.mix(self.fuse(parts))
 
 
 class QR:

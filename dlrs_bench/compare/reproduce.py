@@ -61,11 +61,11 @@ from dlrs_bench.compare.verdicts import (  # noqa: E402
     QUALITY,
     DataRows,
     Verdict,
-    _published,
     data_mismatch,
     group,
     interval_verdict,
     published_range,
+    published_text,
     quality,
     scenario_keys,
 )
@@ -317,7 +317,7 @@ def describe_row(row: ReferenceRow) -> str:
     if row.value is None and row.low is None and row.high is None:
         published = "reached" if row.reached else "not reached"
     else:
-        published = f"{_published(row)} {row.units}"
+        published = f"{published_text(row)} {row.units}"
     target = f" (target {row.target.metric} {row.target.value:g})" if row.target else ""
     return f"{row.metric}{target} of {_text(keys)} on {row.dataset}: {published}"
 

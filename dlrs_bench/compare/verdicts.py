@@ -302,13 +302,14 @@ def _judge_reference(key: tuple[str, str], label: str, runs: list[ResultFile], t
             reason = f"published {row.value:g}; one-sample t-test p = {p_value:.3f}"
             return verdict("NOISE", reason, cur, delta, p_value)
     if row.accepts(cur.mean):
-        return verdict("PASS", f"published {_published(row)} {row.units}", cur, delta, p_value)
+        return verdict("PASS", f"published {published_text(row)} {row.units}", cur, delta, p_value)
     better = (delta > 0) == QUALITY[row.metric][0]
-    return verdict("IMPROVED" if better else "REGRESSED", f"published {_published(row)} {row.units}",
+    return verdict("IMPROVED" if better else "REGRESSED", f"published {published_text(row)} {row.units}",
                    cur, delta, p_value)
 
 
-def _published(row: Any) -> str:
+def published_text(row: Any) -> str:
+    """A published row's value as text: ``0.8031 ± 0.002``, or its range."""
     tol = f" ± {row.tolerance:g}" if row.tolerance else ""
     if row.value is not None:
         return f"{row.value:g}{tol}"

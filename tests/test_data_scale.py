@@ -204,7 +204,7 @@ def test_a_truncated_or_missing_file_names_the_file_and_sizes(tmp_path):
 def test_a_manifest_claiming_more_rows_than_the_files_hold(tmp_path):
     folder = small_cache(tmp_path)
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["rows"] = 4
+    manifest["rows"], manifest["parts"] = 4, [4]
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserInputError, match="do not match the manifest"):
         open_cache(folder)

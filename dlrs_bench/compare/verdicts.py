@@ -126,6 +126,9 @@ def _judge(key: tuple[str, str], label: str, metric: str, runs: list[ResultFile]
         return verdict("NOT_COMPARABLE", "no baseline result for this scenario id")
     if any(r.status in UNUSABLE for r in base):
         return verdict("NOT_COMPARABLE", f"the baseline run {next(r.status for r in base if r.status in UNUSABLE)}")
+    other_data = data_changed(runs, base)
+    if other_data:
+        return verdict("NOT_COMPARABLE", other_data)
     cur_values = [quality(r, metric) for r in runs]
     base_values = [quality(r, metric) for r in base]
     if None in cur_values or None in base_values:
@@ -142,6 +145,26 @@ def _judge(key: tuple[str, str], label: str, metric: str, runs: list[ResultFile]
         return verdict("PASS", f"|Δ| ≤ tolerance {tolerance:g}", cur, ref, delta, p_value)
     word = "IMPROVED" if better > 0 else "REGRESSED"
     return verdict(word, f"Δ {delta:+.4f} beyond tolerance {tolerance:g}", cur, ref, delta, p_value)
+
+
+def cache_identity(result: ResultFile) -> str | None:
+    """The identity of the dataset cache ``result`` trained on (``dataset.cache.identity``; None when it
+    does not record one: a result of an earlier version)."""
+    dataset = (result.model_extra or {}).get("dataset")
+    cache = dataset.get("cache") if isinstance(dataset, dict) else None
+    identity = cache.get("identity") if isinstance(cache, dict) else None
+    return identity if isinstance(identity, str) else None
+
+
+def data_changed(runs: list[ResultFile], base: list[ResultFile]) -> str | None:
+    """Why ``runs`` and ``base`` were trained on different data (None when they were, or cannot tell): their
+    dataset caches have different identities, e.g. a cache prepared again at the same path with other rows."""
+    current = {cache_identity(r) for r in runs} - {None}
+    baseline = {cache_identity(r) for r in base} - {None}
+    if not current or not baseline or current == baseline:
+        return None
+    return (f"trained on other data: dataset cache {', '.join(sorted(current))} here, {', '.join(sorted(baseline))} "
+            "in the baseline (the data at the dataset's path changed)")
 
 
 def _time_ratios(runs: list[ResultFile], base: list[ResultFile]) -> dict[str, float]:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError, model_validator
 
 from dlrs_bench.errors import UserInputError
 from dlrs_bench.lifecycle import remove_stale
@@ -70,20 +70,29 @@ class MultiHotRecord(BaseModel):
     made_by: str  # the program that wrote those files
 
 
+SPLIT_NAMES = ("train", "val", "test")
+
+
 class Manifest(BaseModel):
-    """The ``manifest.json`` of a cache."""
+    """The ``manifest.json`` of a cache.
+
+    Its meaning is checked when it is read, not only its shape: positive table sizes, a known id type,
+    input parts adding up to the rows, and fixed splits that are ordered, disjoint, non-empty row ranges
+    within the rows. ``identity`` is a digest of what the cache holds (:meth:`content_identity`),
+    recorded when it is written and checked whenever it is opened.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     format: str = FORMAT
     version: int = VERSION
     dataset: str
-    rows: int
-    num_dense: int
-    features: dict[str, int]  # name -> cardinality, in column order
-    sparse_dtype: str  # "int32" or "int64"
-    ctr: float
-    parts: list[int]  # rows per input file (per day for Criteo Terabyte), in order
+    rows: PositiveInt
+    num_dense: NonNegativeInt
+    features: dict[str, int]  # name -> cardinality (rows of its table), in column order
+    sparse_dtype: Literal["int32", "int64"]
+    ctr: float = Field(ge=0, le=1)
+    parts: list[PositiveInt]  # rows per input file (per day for Criteo Terabyte), in order
     options: dict[str, Any]  # the conventions used (transform, numbering, caps, ...)
     inputs: list[InputFile]
     skipped: dict[str, Any]  # {"policy": "error"|"skip", "count": int, "examples": [...]}
@@ -93,6 +102,54 @@ class Manifest(BaseModel):
     shuffle: ShuffleRecord | None = None
     info: dict[str, Any] = {}  # facts recorded with results (e.g. a synthetic teacher's ceiling)
     multi_hot: MultiHotRecord | None = None  # the stored bags' provenance, where they were copied from elsewhere
+    identity: str | None = None  # content_identity() when written (absent in caches of earlier versions)
+
+    @model_validator(mode="after")
+    def _meaning(self) -> Manifest:
+        if sum(self.parts) != self.rows:
+            raise ValueError(f"parts: {self.parts} add up to {sum(self.parts):,} rows, but rows says {self.rows:,}")
+        for name, cardinality in self.features.items():
+            if cardinality < 1:
+                raise ValueError(f"features.{name}: a table of {cardinality} rows; every table needs at least one")
+        if self.sparse_dtype == "int32" and max(self.features.values(), default=0) > 2**31:
+            raise ValueError(f"sparse_dtype: int32 cannot hold the ids of a table of {max(self.features.values()):,} "
+                             "rows")
+        unknown = sorted(set(self.bags) - set(self.features))
+        if unknown:
+            raise ValueError(f"bags: {unknown[0]!r} is not one of the features")
+        if any(w < 0 for w in self.bags.values()):
+            raise ValueError("bags: ids per row must be 0 (variable length) or more")
+        if self.splits is not None:
+            self._check_splits(self.splits)
+        if self.shuffle is not None and self.shuffle.rows > self.rows:
+            raise ValueError(f"shuffle: {self.shuffle.rows:,} shuffled rows of {self.rows:,}")
+        return self
+
+    def _check_splits(self, splits: dict[str, tuple[int, int]]) -> None:
+        """Fixed splits: exactly train, val and test, each a non-empty [start, stop) within the rows, in that
+        order and disjoint (training on evaluation rows, or evaluating on none, would be a wrong result)."""
+        if sorted(splits) != sorted(SPLIT_NAMES):
+            raise ValueError(f"splits: expected {', '.join(SPLIT_NAMES)}, got {', '.join(splits) or 'none'}")
+        end = 0
+        for name in SPLIT_NAMES:
+            start, stop = splits[name]
+            if not 0 <= start < stop <= self.rows:
+                raise ValueError(f"splits.{name}: [{start}, {stop}) is not a non-empty row range within the "
+                                 f"{self.rows:,} rows")
+            if start < end:
+                raise ValueError(f"splits.{name}: starts at row {start:,}, before the previous split ends "
+                                 f"({end:,}): splits must be in the order {', '.join(SPLIT_NAMES)} and disjoint")
+            end = stop
+
+    def content_identity(self, file_bytes: dict[str, int]) -> str:
+        """A digest (16 hex digits) of what the cache holds: this manifest without the time it was written,
+        where its inputs were (their sizes and SHA-256 stay) and the facts derived from the rows (``info``),
+        plus the size of each data file (``file_bytes``: name -> bytes). The same data prepared again, or
+        copied elsewhere, has the same identity; other rows, tables or options have another."""
+        content = self.model_dump(mode="json", exclude={"created_at", "identity", "info"})
+        content["inputs"] = [{"bytes": i.bytes, "sha256": i.sha256} for i in self.inputs]
+        content["files"] = dict(sorted(file_bytes.items()))
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     def width(self, feature: str) -> int:
         """Columns of ``feature`` in ``sparse`` (0: a variable-length bag kept in ``bags/``)."""
@@ -220,6 +277,8 @@ class CacheWriter:
             _narrow(self.tmp / "sparse.i64", self.tmp / "sparse.i32")
             for name in self.jagged:
                 _narrow(self.tmp / f"bags/{name}.values.i64", self.tmp / f"bags/{name}.values.i32")
+        shapes = {**_fixed_files(manifest), **_values_files(self.tmp, manifest)}
+        manifest.identity = manifest.content_identity(_file_bytes(shapes))
         (self.tmp / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
         os.replace(self.tmp, self.out)
         return self.out
@@ -233,6 +292,36 @@ def _narrow(wide_path: Path, narrow_path: Path, block: int = 1 << 23) -> None:
             out.write(wide[lo : lo + block].astype(np.int32).tobytes())
     del wide
     wide_path.unlink()
+
+
+Shapes = dict[str, tuple[np.dtype, tuple[int, ...]]]
+
+
+def _fixed_files(manifest: Manifest) -> Shapes:
+    """Data files whose shapes the manifest fixes: name -> (dtype, shape)."""
+    n, ids = manifest.rows, np.dtype(manifest.sparse_dtype)
+    shapes: Shapes = {
+        "labels.u8": (np.dtype(np.uint8), (n,)),
+        "dense.f32": (np.dtype(np.float32), (n, manifest.num_dense)),
+        f"sparse.{_suffix(manifest.sparse_dtype)}": (ids, (n, manifest.sparse_columns)),
+    }
+    for f in manifest.jagged:
+        shapes[f"bags/{f}.offsets.i64"] = (np.dtype(np.int64), (n + 1,))
+    return shapes
+
+
+def _values_files(path: Path, manifest: Manifest) -> Shapes:
+    """The id files of variable-length bags, each as long as the last offset of its feature says."""
+    shapes: Shapes = {}
+    for f in manifest.jagged:
+        total = int(np.fromfile(path / f"bags/{f}.offsets.i64", dtype=np.int64, count=1, offset=8 * manifest.rows)[0])
+        shapes[f"bags/{f}.values.{_suffix(manifest.sparse_dtype)}"] = (np.dtype(manifest.sparse_dtype), (total,))
+    return shapes
+
+
+def _file_bytes(shapes: Shapes) -> dict[str, int]:
+    """Bytes of each data file of ``shapes``."""
+    return {name: dtype.itemsize * int(np.prod(shape)) for name, (dtype, shape) in shapes.items()}
 
 
 def now() -> str:
@@ -255,19 +344,15 @@ class Cache:
 
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path, self.manifest = path, manifest
-        n, dtype = manifest.rows, np.dtype(manifest.sparse_dtype)
-        self.shapes: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
-            "labels.u8": (np.dtype(np.uint8), (n,)),
-            "dense.f32": (np.dtype(np.float32), (n, manifest.num_dense)),
-            f"sparse.{_suffix(manifest.sparse_dtype)}": (dtype, (n, manifest.sparse_columns)),
-        }
-        for f in manifest.jagged:
-            self.shapes[f"bags/{f}.offsets.i64"] = (np.dtype(np.int64), (n + 1,))
+        self.shapes = _fixed_files(manifest)
         self._check_sizes(self.shapes)
-        for f in manifest.jagged:  # the offsets say how many ids the values file holds
-            total = int(np.fromfile(path / f"bags/{f}.offsets.i64", dtype=np.int64, count=1, offset=8 * n)[0])
-            self.shapes[f"bags/{f}.values.{_suffix(manifest.sparse_dtype)}"] = (dtype, (total,))
+        self.shapes.update(_values_files(path, manifest))  # the offsets say how many ids the values files hold
         self._check_sizes(self.shapes)
+        self.identity = manifest.content_identity(_file_bytes(self.shapes))
+        if manifest.identity is not None and manifest.identity != self.identity:
+            raise UserInputError(
+                f"{path / 'manifest.json'}: changed since `dlrs-bench data prepare` wrote it (the cache's identity "
+                f"is {self.identity}, the manifest records {manifest.identity}); prepare the cache again")
         self._fds = {name: os.open(path / name, os.O_RDONLY) for name in self.shapes}
         self._maps = {name: np.memmap(path / name, dtype=dt, mode="r", shape=shape) if np.prod(shape) else
                       np.zeros(shape, dt) for name, (dt, shape) in self.shapes.items()}
@@ -277,7 +362,7 @@ class Cache:
         self.bags = {f: (self._maps[f"bags/{f}.offsets.i64"], self._maps[f"bags/{f}.values.{suffix}"])
                      for f in manifest.jagged}
 
-    def _check_sizes(self, shapes: dict[str, tuple[np.dtype, tuple[int, ...]]]) -> None:
+    def _check_sizes(self, shapes: Shapes) -> None:
         for name, (dtype, shape) in shapes.items():
             file = self.path / name
             expected = dtype.itemsize * int(np.prod(shape))
@@ -373,20 +458,26 @@ def _take(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def open_cache(path: Path) -> Cache:
-    """Open the cache folder ``path``; a missing or inconsistent cache is a :class:`UserInputError`."""
+    """Open the cache folder ``path``; a missing, inconsistent or edited cache is a :class:`UserInputError`
+    naming the file and, for a manifest, its first wrong field."""
     path = Path(path)
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
         raise UserInputError(f"{path}: not a prepared dataset (no manifest.json); run `dlrs-bench data prepare`")
     try:
-        manifest = Manifest.model_validate(json.loads(manifest_path.read_text(encoding="utf-8")))
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as e:
         raise UserInputError(f"{manifest_path}: invalid manifest: {e}") from None
-    if manifest.format != FORMAT or manifest.version not in READABLE_VERSIONS:
-        raise UserInputError(
-            f"{manifest_path}: format {manifest.format} v{manifest.version}, expected {FORMAT} v{VERSION}"
-        )
-    unknown = set(manifest.bags) - set(manifest.features)
-    if unknown or any(w < 0 for w in manifest.bags.values()):
-        raise UserInputError(f"{manifest_path}: invalid manifest: bags name unknown features or negative widths")
+    if not isinstance(data, dict):
+        raise UserInputError(f"{manifest_path}: invalid manifest: not a JSON object")
+    if data.get("format") != FORMAT or data.get("version") not in READABLE_VERSIONS:
+        raise UserInputError(f"{manifest_path}: format {data.get('format')} v{data.get('version')}, expected "
+                             f"{FORMAT} v{VERSION}")
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(map(str, first["loc"]))
+        message = first["msg"].removeprefix("Value error, ")
+        raise UserInputError(f"{manifest_path}: invalid manifest: {field + ': ' if field else ''}{message}") from None
     return Cache(path, manifest)

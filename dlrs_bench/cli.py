@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.text import Text
 
 from dlrs_bench.errors import UserInputError
+from dlrs_bench.files import cannot_write
 from dlrs_bench.lifecycle import Interrupted, interruptible
 from dlrs_bench.ui import cells, say
 
@@ -55,7 +56,7 @@ def _invalid(e: UserInputError) -> typer.Exit:
 @app.command()
 def run(
     suite: Annotated[Path, typer.Argument(help="suite YAML file")],
-    results_dir: Annotated[Path, typer.Option("--results-dir", help="where result files go")] = Path("results"),
+    results_dir: Annotated[str, typer.Option("--results-dir", help="where result files go")] = "results",
     filter: Annotated[str | None, typer.Option("--filter", help="scenarios whose label or id contains TEXT")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="skip (scenario, seed) pairs that already finished")] = False,
     device: Annotated[Device | None, typer.Option("--device", help="run every scenario on this device")] = None,
@@ -64,9 +65,14 @@ def run(
     ] = None,
 ) -> None:
     """Run every scenario of SUITE and print a summary table. Ctrl-C or SIGTERM stops the whole
-    suite (exit 130 or 143); the run in flight is not recorded (README, "Ctrl-C, SIGTERM and kill -9")."""
-    with _on_signal(lambda e: _suite_stopped(e, results_dir)):
-        _run(suite, results_dir, filter, resume, device, threads)
+    suite (exit 130 or 143); the run in flight is not recorded (README, "Ctrl-C, SIGTERM and kill -9").
+    A results folder the disk refuses to write stops it with exit 2; earlier results stay in place."""
+    try:
+        folder = _folder_option(results_dir, "--results-dir")
+    except UserInputError as e:
+        raise _invalid(e) from None
+    with _on_signal(lambda e: _suite_stopped(e, folder)):
+        _run(suite, folder, filter, resume, device, threads)
 
 
 def _run(suite: Path, results_dir: Path, filter: str | None, resume: bool, device: Device | None,
@@ -83,7 +89,9 @@ def _run(suite: Path, results_dir: Path, filter: str | None, resume: bool, devic
 
     if not is_main_process():  # under torchrun rank 0 alone reports
         console.quiet = err_console.quiet = True
+    cores = len(os.sched_getaffinity(0))
     try:
+        _check_threads(threads, cores)
         _check_folder(results_dir, "--results-dir")
         loaded = load_suite(suite)
         jobs = plan(loaded, filter, device.value if device else None, threads)
@@ -92,7 +100,6 @@ def _run(suite: Path, results_dir: Path, filter: str | None, resume: bool, devic
     if not jobs:
         say(err_console, ("error:", "red"), f" --filter {filter!r} matches no scenario of {suite}")
         raise typer.Exit(EXIT_INVALID)
-    cores = len(os.sched_getaffinity(0))
     torch.set_num_threads(threads or cores)
     load = os.getloadavg()[0]
     if load > cores:
@@ -101,10 +108,13 @@ def _run(suite: Path, results_dir: Path, filter: str | None, resume: bool, devic
     say(console, (loaded.name, "bold"), f": {len(jobs)} run(s) → {results_dir / loaded.name}")
     try:
         with LiveDisplay(console, len(jobs)) as display:
-            results = run_jobs(jobs, ResultStore(results_dir), display, resume)
+            results = run_jobs(jobs, ResultStore(results_dir), display, resume,
+                               lambda text: say(console, ("note:", "yellow"), f" {text}"))
     except DistributedRunError as e:  # under torchrun a failed scenario stops every rank
         say(err_console, ("error:", "red"), f" {e}")
         raise typer.Exit(EXIT_FAILED) from None
+    except UserInputError as e:  # the disk refused a result: stop, earlier results stay in place
+        raise _invalid(e) from None
     console.print(summary_table(results, f"{loaded.name} ({results_dir / loaded.name})"))
     if any(r.status in ("failed", "diverged") for r in results):
         raise typer.Exit(EXIT_FAILED)
@@ -250,7 +260,7 @@ def _compare_rcp(results: list[Path], as_json: bool, other: bool) -> None:
 @app.command()
 def report(
     results: Annotated[list[Path], typer.Argument(help="result files or folders")],
-    out: Annotated[Path, typer.Option("--out", help="folder for the PNG plots and report.md")],
+    out: Annotated[str, typer.Option("--out", help="folder for the PNG plots and report.md")],
 ) -> None:
     """Plot results (AUC vs ratio, time to target, AUC–memory Pareto front, scaling fits) and write
     a markdown summary."""
@@ -258,11 +268,14 @@ def report(
     from dlrs_bench.results.collect import load_results
 
     try:
-        _check_folder(out, "--out")
-        path = write_report(load_results(results), out)
+        folder = _folder_option(out, "--out")
+        _check_folder(folder, "--out")
+        path = write_report(load_results(results), folder)
     except UserInputError as e:
         raise _invalid(e) from None
-    say(console, ("wrote", "green"), f" {path} and {len(list(out.glob('*.png')))} plot(s)")
+    except OSError as e:  # the disk refused a file (written whole or not at all)
+        raise _invalid(cannot_write(Path(out), e)) from None
+    say(console, ("wrote", "green"), f" {path} and {len(list(folder.glob('*.png')))} plot(s)")
 
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "reference_results"
@@ -271,8 +284,7 @@ REFERENCE_DIR = Path(__file__).resolve().parent.parent / "reference_results"
 @app.command()
 def reproduce(
     results: Annotated[list[Path], typer.Argument(help="result files or folders")],
-    out: Annotated[Path, typer.Option("--out", help="folder for reproduce.md, reproduce.json and plots")] = Path(
-        "reproduce"),
+    out: Annotated[str, typer.Option("--out", help="folder for reproduce.md, reproduce.json and plots")] = "reproduce",
     reference: Annotated[Path, typer.Option("--reference", help="reference table file or folder")] = REFERENCE_DIR,
 ) -> None:
     """A verdict for every published row and claim (reproduced, not reproduced, inconclusive, not testable here)
@@ -285,10 +297,13 @@ def reproduce(
     from dlrs_bench.results.collect import load_results
 
     try:
-        _check_folder(out, "--out")
-        path, findings = write_reproduce(load_results(results), load_references(reference), out)
+        folder = _folder_option(out, "--out")
+        _check_folder(folder, "--out")
+        path, findings = write_reproduce(load_results(results), load_references(reference), folder)
     except UserInputError as e:
         raise _invalid(e) from None
+    except OSError as e:  # the disk refused a file (written whole or not at all)
+        raise _invalid(cannot_write(Path(out), e)) from None
     styles = {Outcome.REPRODUCED: "green", Outcome.NOT_REPRODUCED: "red", Outcome.INCONCLUSIVE: "yellow"}
     table = Table(title=Text(f"reproduce: {path}"))
     for column in ("source", "claim or published number", "data", "verdict", "why"):
@@ -351,6 +366,21 @@ def fit(
 
 
 SEED003_TABLE = Path(__file__).resolve().parent.parent / "reference_results" / "seed003_table1_scaling_laws.yaml"
+
+
+def _folder_option(text: str, flag: str) -> Path:
+    """The folder a ``flag`` names; a user error for an empty or blank name (which would write into
+    the working directory, or into a folder named by spaces)."""
+    if not text.strip() or any(not part.strip() for part in Path(text).parts):
+        raise UserInputError(f"{flag} {text!r}: a folder name cannot be empty or blank")
+    return Path(text)
+
+
+def _check_threads(threads: int | None, cores: int) -> None:
+    """``--threads``: at most the ``cores`` this process may use (more only slow every step down)."""
+    if threads is not None and threads > cores:
+        raise UserInputError(f"--threads {threads}: this process may use {cores} core(s) "
+                             "(os.sched_getaffinity); give at most that many")
 
 
 def _check_folder(path: Path, flag: str) -> None:
@@ -454,6 +484,8 @@ def data_prepare(
                                         movielens_variant=movielens_variant)
         except UserInputError as e:
             raise _invalid(e) from None
+        except OSError as e:  # a full or read-only disk: the partial cache folder is already removed
+            raise _invalid(UserInputError(f"cannot prepare {out}: {e.filename or out}: {e.strerror or e}")) from None
     shuffled = (f"; the first {manifest.shuffle.rows:,} rows in random order ({manifest.shuffle.method}, seed "
                 f"{manifest.shuffle.seed})" if manifest.shuffle else "")
     say(console, ("prepared", "green"), f" {out}: {manifest.rows:,} rows, CTR {manifest.ctr:.4f}, "

@@ -23,6 +23,7 @@ method and ratio, shows a missing number as ``–``.
 
 from __future__ import annotations
 
+import io
 import statistics
 from collections import defaultdict
 from collections.abc import Callable
@@ -38,6 +39,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from dlrs_bench.compare.fit import fit_power_law, recorded_ceiling, resource  # noqa: E402
+from dlrs_bench.files import make_folder, write_atomic  # noqa: E402
 from dlrs_bench.results.collect import label, method, number  # noqa: E402
 from dlrs_bench.results.schema import ResultFile  # noqa: E402
 
@@ -206,9 +208,18 @@ def _label_points(ax, points: list[tuple[float, float, str]], fontsize: float = 
 
 def _save(fig, out: Path, name: str) -> str:
     fig.tight_layout()
-    fig.savefig(out / name, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / name, dpi=120)
     return name
+
+
+def save_figure(fig, path: Path, dpi: int) -> None:
+    """Write ``fig`` as a PNG at ``path`` (``dpi``: dots per inch) whole or not at all, and close it."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    write_atomic(path, buffer.getvalue())
 
 
 def _short(r: ResultFile) -> str:
@@ -460,8 +471,9 @@ def row_order(r: ResultFile) -> tuple[Any, ...]:
 
 
 def write_report(results: list[ResultFile], out: Path) -> Path:
-    """Write the plots and ``report.md`` into ``out``; returns the markdown path."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the plots and ``report.md`` into ``out``, each file whole or not at all; returns the markdown
+    path (a user error naming a file the disk refuses)."""
+    make_folder(out)
     finished = [r for r in results if r.status in FINISHED]
     counts = ", ".join(f"{sum(r.status == s for r in results)} {s.replace('_', ' ')}"
                        for s in ("reached", "not_reached", "diverged", "failed"))
@@ -492,6 +504,4 @@ def write_report(results: list[ResultFile], out: Path) -> Path:
             "|---|---|---|---|---|---|---|---|---|---|"]
     rows += [table_row(r) for r in sorted(results, key=row_order)]
     sections.append("\n".join(rows) + "\n")
-    path = out / "report.md"
-    path.write_text("\n".join(sections), encoding="utf-8")
-    return path
+    return write_atomic(out / "report.md", "\n".join(sections))

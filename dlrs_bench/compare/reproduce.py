@@ -54,7 +54,7 @@ from dlrs_bench.compare.reference import (  # noqa: E402
     ReferenceRow,
     ReferenceTable,
 )
-from dlrs_bench.compare.report import FINISHED, plot_ratio, plot_scaling, title  # noqa: E402
+from dlrs_bench.compare.report import FINISHED, plot_ratio, plot_scaling, save_figure, title  # noqa: E402
 from dlrs_bench.compare.verdicts import (  # noqa: E402
     ALPHA,
     MODEL_VARIANTS,
@@ -69,6 +69,7 @@ from dlrs_bench.compare.verdicts import (  # noqa: E402
     quality,
     scenario_keys,
 )
+from dlrs_bench.files import make_folder, write_atomic  # noqa: E402
 from dlrs_bench.registry import COMPRESSORS, DATASETS, MODELS  # noqa: E402
 from dlrs_bench.results.collect import label, number, spec_section  # noqa: E402
 from dlrs_bench.results.schema import ResultFile  # noqa: E402
@@ -625,8 +626,7 @@ def _plot_pairs(claim: ReferenceClaim, runs: list[ResultFile], out: Path, name: 
     axes[0][-1].legend(fontsize=7)
     fig.suptitle(title(runs, f"{claim.metric} by {claim.over}, per seed"), fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / name, dpi=110)
     return name
 
 
@@ -639,8 +639,9 @@ def _p(value: float | None) -> str:
 
 
 def write_reproduce(results: list[ResultFile], tables: list[ReferenceTable], out: Path) -> tuple[Path, list[Finding]]:
-    """Write ``reproduce.md`` (and ``reproduce.json``, the plots) into ``out``; the markdown path and findings."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write ``reproduce.md`` (and ``reproduce.json``, the plots) into ``out``, each file whole or not at all;
+    the markdown path and findings (a user error naming a file the disk refuses)."""
+    make_folder(out)
     findings = reproduce(results, tables)
     claims = {(_name(t), " ".join(c.statement.split())): c for t in tables for c in t.claims}
     figures = 0
@@ -690,9 +691,8 @@ def write_reproduce(results: list[ResultFile], tables: list[ReferenceTable], out
                 lines.append(f"| {_cell(p.what)} | – | – | – | – | – | not testable: {_cell(p.untestable)} |")
         if f.figure:
             lines += ["", f"![{f.what}]({f.figure})"]
-    path = out / "reproduce.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out / "reproduce.json").write_text(json.dumps([f.to_json() for f in findings], indent=1), encoding="utf-8")
+    path = write_atomic(out / "reproduce.md", "\n".join(lines) + "\n")
+    write_atomic(out / "reproduce.json", json.dumps([f.to_json() for f in findings], indent=1))
     return path, findings
 
 

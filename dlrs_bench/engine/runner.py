@@ -7,7 +7,7 @@ import pickle
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +25,7 @@ from dlrs_bench.engine.sharding import check_sharded_optimizer
 from dlrs_bench.engine.train import ProgressFn, train
 from dlrs_bench.engine.worker import RankJob, RankOutcome, run_rank, spawned_rank
 from dlrs_bench.errors import UserInputError
+from dlrs_bench.files import cannot_write
 from dlrs_bench.lifecycle import Interrupted
 from dlrs_bench.measure import env
 from dlrs_bench.measure.mllog import EventLog, MLPerfContext, NullEventLog
@@ -83,10 +84,13 @@ class SuiteInterrupted(Interrupted):
         self.suite, self.job, self.done = suite, job, done
 
 
-def run_jobs(jobs: list[Job], store: ResultStore, display: RunDisplay, resume: bool) -> list[ResultFile]:
+def run_jobs(jobs: list[Job], store: ResultStore, display: RunDisplay, resume: bool,
+             note: Callable[[str], None] = print) -> list[ResultFile]:
     """Run ``jobs`` in order; each result is written as soon as its run ends. A signal
     (:class:`~dlrs_bench.lifecycle.Interrupted`) stops the suite as :class:`SuiteInterrupted`: the
-    run in flight leaves no result and no event log behind."""
+    run in flight leaves no result and no event log behind. A result folder the disk refuses to
+    write stops it as a :class:`~dlrs_bench.errors.UserInputError` (older results stay in place).
+    ``note`` tells the user why ``--resume`` runs a stored result again."""
     cache = DatasetCache()
     results: list[ResultFile] = []
     main = distributed.is_main_process()  # under torchrun only rank 0 writes and displays
@@ -97,17 +101,15 @@ def run_jobs(jobs: list[Job], store: ResultStore, display: RunDisplay, resume: b
         for job in jobs:
             current = job
             scenario, seed = job.scenario, job.seed
-            done = store.finished(scenario.suite, scenario.scenario_id, seed) if resume else None
+            done = _kept(store, cache, job, note) if resume else None
             if distributed.launched_world() is not None:  # every rank must skip the same runs
                 done = distributed.gather_objects(done)[0]
             if done is not None:
                 display.run_finished(scenario, seed, done, skipped=True)
                 results.append(done)
                 continue
-            result = run_one(job, store, cache, display.run_started(scenario, seed))
+            result = _run_and_record(job, store, cache, display.run_started(scenario, seed), main)
             parsed = ResultFile.model_validate(result)
-            if main:
-                store.write(result)
             results.append(parsed)
             current = None  # recorded: an interruption from here on stops between runs
             if main:
@@ -120,8 +122,55 @@ def run_jobs(jobs: list[Job], store: ResultStore, display: RunDisplay, resume: b
     return results
 
 
-def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: ProgressFn | None) -> dict[str, Any]:
-    """One (scenario, seed): a complete result dict, ``failed`` with its error if anything raised."""
+def _kept(store: ResultStore, cache: DatasetCache, job: Job, note: Callable[[str], None]) -> ResultFile | None:
+    """The stored result ``--resume`` keeps for ``job``: a finished one trained on the data the job would
+    train on now (when both record a cache identity and they differ, the run is done again: None)."""
+    scenario = job.scenario
+    done = store.finished(scenario.suite, scenario.scenario_id, job.seed)
+    if done is None:
+        return None
+    recorded = _identity((done.model_extra or {}).get("dataset"))
+    if recorded is None:
+        return done
+    try:
+        summary = cache.get(scenario.spec.dataset)[0].summary()
+    except Exception:  # noqa: BLE001 - data that cannot be read now has no identity to compare: keep the result
+        return done
+    now = _identity(summary)
+    if now is None or now == recorded:
+        return done
+    note(f"re-run {scenario.label} seed {job.seed}: the dataset at {summary['cache'].get('path')} changed since "
+         f"this result (identity {recorded} → {now})")
+    return None
+
+
+def _identity(summary: Any) -> str | None:
+    """The dataset cache identity a dataset summary records (``summary["cache"]["identity"]``), else None."""
+    cache = summary.get("cache") if isinstance(summary, dict) else None
+    identity = cache.get("identity") if isinstance(cache, dict) else None
+    return identity if isinstance(identity, str) else None
+
+
+def _run_and_record(job: Job, store: ResultStore, cache: DatasetCache, progress: ProgressFn | None, main: bool
+                    ) -> dict[str, Any]:
+    """Run ``job`` and (``main``: this process records) write its result with its event log; a run that
+    ends otherwise (interrupted, its result refused by the disk) leaves neither."""
+    scenario = job.scenario
+    partial = store.start_event_log(scenario.suite, scenario.scenario_id, job.seed) if main else None
+    try:
+        result = run_one(job, store, cache, progress, partial)
+        if main:
+            store.write(result, event_log=partial)
+    except BaseException:
+        store.drop_event_log(partial)
+        raise
+    return result
+
+
+def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: ProgressFn | None,
+            event_log: Path | None = None) -> dict[str, Any]:
+    """One (scenario, seed): a complete result dict, ``failed`` with its error if anything raised (a
+    full disk under its ``event_log`` included; None: it writes no log)."""
     scenario, seed = job.scenario, job.seed
     started = time.perf_counter()
     environment = env.capture()
@@ -148,14 +197,14 @@ def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: Progres
     }
     mlperf = MLPerfContext.resolve(scenario.mlperf, scenario.label, scenario.suite, scenario.scenario_id,
                                    scenario.spec.world_size, job.device.type, environment)
-    with _event_log(store, scenario, seed, mlperf) as log:
-        log.submission()
+    with _event_log(event_log, mlperf) as log:
         try:
+            log.submission()
             dataset, data_time = cache.get(scenario.spec.dataset)
             result["dataset"] = dataset.summary()
             log.cache_clear(Path(result["dataset"]["cache"]["path"]))
             if scenario.spec.world_size > 1:  # each rank checks its memory plan (this process keeps off the GPUs)
-                ranked = run_ranks(job, store, cache, progress, mlperf)
+                ranked = run_ranks(job, store, cache, progress, mlperf, event_log)
                 outcome, data_time, result["dataset"] = ranked.outcome, ranked.data_time_s, ranked.dataset
                 result["env"]["threads"] = ranked.threads
             else:
@@ -194,12 +243,13 @@ def one_rank(spec: Scenario, device: torch.device) -> AbstractContextManager[dis
 
 
 def run_ranks(job: Job, store: ResultStore, cache: DatasetCache, progress: ProgressFn | None,
-              mlperf: MLPerfContext | None = None) -> RankOutcome:
+              mlperf: MLPerfContext | None = None, event_log: Path | None = None) -> RankOutcome:
     """Train ``job`` on its ranks: in this process when ``torchrun`` started it, else on ranks
-    launched here (their logs beside the result file)."""
+    launched here (their logs beside the result file). Rank 0 appends to ``event_log`` (None: the
+    scenario's own log path, which a rank other than 0 never opens)."""
     scenario = job.scenario
-    rank_job = RankJob(scenario.spec.model_dump(mode="json"), job.seed, job.device.type,
-                       store.event_log_path(scenario.suite, scenario.scenario_id, job.seed), job.threads,
+    log_path = event_log or store.event_log_path(scenario.suite, scenario.scenario_id, job.seed)
+    rank_job = RankJob(scenario.spec.model_dump(mode="json"), job.seed, job.device.type, log_path, job.threads,
                        mlperf=mlperf)
     if distributed.launched_world() is not None:
         outcome = run_rank(rank_job, cache, progress)
@@ -243,20 +293,17 @@ def _relay(progress: ProgressFn | None) -> Iterator[Any]:
 
 
 @contextmanager
-def _event_log(store: ResultStore, scenario: ResolvedScenario, seed: int, mlperf: MLPerfContext | None = None
-               ) -> Iterator[EventLog]:
-    """The run's event log (an older one moved aside first); ranks other than 0 of a torchrun launch
-    write none. An interrupted run's log is removed and the older one put back: it leaves nothing."""
-    if not distributed.is_main_process():
+def _event_log(path: Path | None, mlperf: MLPerfContext | None = None) -> Iterator[EventLog]:
+    """The run's event log at ``path`` (None: a process that writes none, such as ranks other than 0
+    of a torchrun launch); a user error naming it when it cannot be created."""
+    if path is None:
         yield NullEventLog()
         return
-    older = store.archive_event_log(scenario.suite, scenario.scenario_id, seed)
-    log = EventLog(store.event_log_path(scenario.suite, scenario.scenario_id, seed), mlperf)
+    try:
+        log = EventLog(path, mlperf)
+    except OSError as e:
+        raise cannot_write(path, e) from None
     try:
         yield log
-    except Interrupted:
-        log.close()
-        store.restore_event_log(scenario.suite, scenario.scenario_id, seed, older)
-        raise
     finally:
         log.close()

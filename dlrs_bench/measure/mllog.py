@@ -15,6 +15,7 @@ metadata names the closed rules the run breaks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -257,7 +258,9 @@ def clear_page_cache(folder: Path | None) -> dict[str, Any]:
 @dataclass
 class EventLog:
     """Appends MLLOG lines to ``path`` (flushed per line, so a crash keeps what happened; the
-    runner moves an older log aside first, and rank 0 of a distributed run appends to it).
+    runner gives a temporary path that replaces the older log when the run's result is written, and
+    rank 0 of a distributed run appends to it). A write the disk refuses raises its ``OSError`` once
+    (the run fails) and ends the log: later events are dropped.
     ``mlperf``: the run's submission context (None: no submission keys are written)."""
 
     path: Path | None
@@ -275,8 +278,12 @@ class EventLog:
             return
         record = {"namespace": "", "time_ms": int(time.time() * 1000), "event_type": event_type,
                   "key": key, "value": value, "metadata": metadata}
-        self._file.write(":::MLLOG " + json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(":::MLLOG " + json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError:
+            self._abandon()
+            raise
 
     def start(self, key: str, value: Any = None, **metadata: Any) -> None:
         self.event(key, value, "INTERVAL_START", **metadata)
@@ -324,6 +331,13 @@ class EventLog:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+
+    def _abandon(self) -> None:
+        """Stop writing after a refused write (closing may fail again on the unwritten line)."""
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
 
 
 def run_facts(spec: Scenario, dataset: CTRDataset, hyper: dict[str, Any], eval_interval_steps: int) -> RunFacts:

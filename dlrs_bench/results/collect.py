@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dlrs_bench.errors import UserInputError
-from dlrs_bench.results.schema import ResultFile
+from dlrs_bench.results.schema import MAX_RESULT_BYTES, ResultFile
 
 
 def result_paths(paths: list[Path]) -> list[Path]:
@@ -35,17 +35,39 @@ def result_paths(paths: list[Path]) -> list[Path]:
 
 def load_results(paths: list[Path]) -> list[ResultFile]:
     """Every result file under ``paths``, validated against the result schema."""
-    results = []
-    for path in result_paths(paths):
-        try:
-            results.append(ResultFile.model_validate_json(path.read_text(encoding="utf-8")))
-        except OSError as e:
-            raise UserInputError(f"{path}: cannot read: {e.strerror}") from None
-        except (ValidationError, ValueError) as e:  # UnicodeDecodeError (a binary file) is a ValueError
-            first = e.errors()[0] if isinstance(e, ValidationError) else {"loc": (), "msg": str(e)}
-            field = ".".join(map(str, first["loc"])) or "(file)"
-            raise UserInputError(f"{path}: not a dlrs-bench result file ({field}: {first['msg']})") from None
-    return results
+    return [read_result(path) for path in result_paths(paths)]
+
+
+def read_result(path: Path) -> ResultFile:
+    """The result file ``path``, validated; a user error naming it when it cannot be read, is larger
+    than :data:`MAX_RESULT_BYTES` (checked before it is read) or is not a result this version reads."""
+    text = _bounded_text(path)
+    try:
+        return ResultFile.model_validate_json(text)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(map(str, first["loc"])) or "(file)"
+        message = first["msg"].removeprefix("Value error, ")
+        raise UserInputError(f"{path}: not a dlrs-bench result file ({field}: {message})") from None
+
+
+def _bounded_text(path: Path) -> str:
+    """The text of ``path`` if it holds at most :data:`MAX_RESULT_BYTES` bytes of UTF-8."""
+    try:
+        size = path.stat().st_size
+        if size <= MAX_RESULT_BYTES:
+            with path.open("rb") as f:
+                data = f.read(MAX_RESULT_BYTES + 1)  # the file may have grown since stat
+            size = len(data)
+    except OSError as e:
+        raise UserInputError(f"{path}: cannot read: {e.strerror or e}") from None
+    if size > MAX_RESULT_BYTES:
+        raise UserInputError(f"{path}: not a dlrs-bench result file ({size:,} bytes; a result file holds at most "
+                             f"{MAX_RESULT_BYTES:,})")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserInputError(f"{path}: not a dlrs-bench result file ((file): {e})") from None
 
 
 def number(value: Any) -> float | None:

@@ -1,16 +1,24 @@
 """The result-file contract of DESIGN.md as a Pydantic model (one file per scenario and seed).
 
 Sections a failed run could not measure are null. Extra keys are allowed (``extra="allow"``)
-so that later versions can add fields without breaking readers.
+so that later versions can add fields without breaking readers. What no run can produce is refused:
+a schema version this dlrs-bench does not know, an AUC outside [0, 1], a negative LogLoss or NE,
+an evaluation curve longer than :data:`MAX_EVAL_POINTS`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = "1.0"
+#: Schema versions this dlrs-bench reads.
+KNOWN_VERSIONS = (SCHEMA_VERSION,)
+#: Most a result file may hold: its size (bytes, checked before it is read) and its evaluations.
+MAX_RESULT_BYTES = 16 * 2**20
+MAX_EVAL_POINTS = 100_000
 
 
 class _Section(BaseModel):
@@ -22,7 +30,26 @@ class ErrorInfo(_Section):
     message: str
 
 
-class Metrics(_Section):
+class _Quality(_Section):
+    """Quality metrics: where finite, AUC in [0, 1] and LogLoss, NE ≥ 0 (NaN or an infinity in an older
+    file means not measured and is left to readers)."""
+
+    @field_validator("auc", check_fields=False)
+    @classmethod
+    def _auc(cls, value: float | None) -> float | None:
+        if value is not None and math.isfinite(value) and not 0 <= value <= 1:
+            raise ValueError(f"AUC {value} is impossible (an AUC lies in [0, 1])")
+        return value
+
+    @field_validator("logloss", "ne", check_fields=False)
+    @classmethod
+    def _loss(cls, value: float | None) -> float | None:
+        if value is not None and math.isfinite(value) and value < 0:
+            raise ValueError(f"{value} is impossible (LogLoss and NE are never negative)")
+        return value
+
+
+class Metrics(_Quality):
     auc: float | None
     logloss: float | None
     ne: float | None
@@ -79,7 +106,7 @@ class ModelInfo(_Section):
     flops_per_sample: int
 
 
-class EvalPoint(_Section):
+class EvalPoint(_Quality):
     epoch: float
     samples: int
     time_s: float
@@ -137,6 +164,13 @@ class ResultFile(_Section):
     memory: Memory | None
     embedding: Embedding | None
     model: ModelInfo | None
-    eval_curve: list[EvalPoint]
+    eval_curve: list[EvalPoint] = Field(max_length=MAX_EVAL_POINTS)
     env: Env
     distributed: Distributed | None = None
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, value: str) -> str:
+        if value not in KNOWN_VERSIONS:
+            raise ValueError(f"version {value!r} is not one this dlrs-bench reads ({', '.join(KNOWN_VERSIONS)})")
+        return value

@@ -40,14 +40,22 @@ def write_temp(folder: Path, data: bytes | str, suffix: str = "") -> Path:
     fd, name = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=suffix)
     temp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            _write_all(fd, raw)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     return temp
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to the file descriptor ``fd`` (``os.write`` may write fewer)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def sync_folder(folder: Path) -> None:

@@ -20,6 +20,7 @@ import torch
 
 from dlrs_bench.config.schema import DatasetOptions
 from dlrs_bench.data.cache import Cache, RawRows
+from dlrs_bench.data.integrity import RowChecks
 from dlrs_bench.data.order import ReadOrder, Shuffle
 from dlrs_bench.data.rows import KeyedPermutation, Rows, RowSet
 from dlrs_bench.registry import DATASETS
@@ -112,12 +113,19 @@ class CTRSplit:
         """The rows at ``positions`` of this split as a new view."""
         return replace(self, rows=self.rows.subset(positions), _lengths={})
 
+    @cached_property
+    def checks(self) -> RowChecks:
+        """What the rows of this split's cache may hold (checked on every read)."""
+        return RowChecks.of(self.cache)
+
     def read(self, positions: Rows) -> RawRows:
-        """The raw rows at ``positions``: one contiguous read per file for a range, else a gather."""
+        """The raw rows at ``positions``: one contiguous read per file for a range, else a gather;
+        a row holding what no prepared cache holds raises
+        :class:`~dlrs_bench.data.integrity.DamagedCacheError`."""
         rows = self.rows.rows(positions)
-        if isinstance(rows, slice):
-            return self.cache.read_range(rows.start, rows.stop)
-        return self.cache.gather(rows)
+        raw = self.cache.read_range(rows.start, rows.stop) if isinstance(rows, slice) else self.cache.gather(rows)
+        self.checks.check_rows(raw, rows)
+        return raw
 
     def scan(self) -> Iterator[slice]:
         """Position slices covering the split, :data:`SCAN_ROWS` at a time."""
@@ -128,11 +136,13 @@ class CTRSplit:
         return np.concatenate([self.read_labels(part) for part in self.scan()] or [np.zeros(0, np.uint8)])
 
     def read_labels(self, positions: slice) -> np.ndarray:
-        """Labels (uint8) at the positions ``positions``: a contiguous read, or a gather."""
+        """Labels (uint8) at the positions ``positions``: a contiguous read, or a gather; a label
+        other than 0 or 1 raises :class:`~dlrs_bench.data.integrity.DamagedCacheError`."""
         rows = self.rows.rows(positions)
-        if isinstance(rows, slice):
-            return self.cache.read_labels(rows.start, rows.stop)
-        return np.asarray(self.cache.labels[rows])
+        labels = (self.cache.read_labels(rows.start, rows.stop) if isinstance(rows, slice)
+                  else np.asarray(self.cache.labels[rows]))
+        self.checks.check_labels(labels, rows)
+        return labels
 
     @cached_property
     def ctr(self) -> float:
@@ -188,7 +198,8 @@ class CTRDataset:
             "features": {f.name: f.cardinality for f in self.features},
             "rows": {k: len(s) for k, s in self.splits.items()},
             "ctr": {k: round(s.ctr, 6) for k, s in self.splits.items()},
-            "cache": {"path": str(cache.path), "rows": manifest.rows, "row_bytes": row_bytes,
+            "cache": {"path": str(cache.path), "identity": cache.identity, "rows": manifest.rows,
+                      "row_bytes": row_bytes,
                       "shuffled_when_prepared": manifest.shuffle.model_dump() if manifest.shuffle else None},
             "train_order": self.splits["train"].order.describe(),
             **self.info,

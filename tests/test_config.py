@@ -650,14 +650,19 @@ def test_machine_checks_find_what_only_a_run_would_find(write_suite, tmp_path):
     assert len(load_suite(path, machine_checks=False).scenarios) == 6
 
 
-def test_bundled_movielens_tables_are_what_the_dataset_builds():
-    """validate plans compressors against these sizes without reading the CSV files."""
-    from dlrs_bench.data.options import BUNDLED_TABLES, MovieLensOptions
+@pytest.mark.parametrize("split", [{}, {"split": "temporal", "split_fractions": [0.7, 0.2, 0.1]}])
+def test_bundled_movielens_tables_and_train_rows_are_what_the_dataset_builds(split):
+    """validate plans compressors against these sizes, and checks batch sizes against the train rows,
+    without reading the CSV files."""
+    from dlrs_bench.data.options import BUNDLED_ROWS, BUNDLED_TABLES, MovieLensOptions
     from dlrs_bench.registry import DATASETS
 
-    dataset = DATASETS.get("movielens-latest-small").build(MovieLensOptions())
+    options = MovieLensOptions.model_validate(split)
+    dataset = DATASETS.get("movielens-latest-small").build(options)
     assert BUNDLED_TABLES == [(f.name, f.cardinality) for f in dataset.features]
-    assert MovieLensOptions().check_data() == BUNDLED_TABLES
+    assert BUNDLED_ROWS == sum(len(s) for s in dataset.splits.values())
+    facts = options.check_data()
+    assert (facts.tables, facts.train_rows) == (BUNDLED_TABLES, len(dataset.splits["train"]))
 
 
 @pytest.mark.parametrize("kind, extra", [("hashing", {}), ("qr", {}), ("qr", {"fusion": "concat"}), ("memcom", {}),

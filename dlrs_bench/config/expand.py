@@ -73,7 +73,7 @@ def load_suite(path: str | Path, machine_checks: bool = True) -> Suite:
     (:mod:`dlrs_bench.config.checks`)."""
     path = Path(path)
     machine = MachineChecks() if machine_checks else None
-    data, lines = load_yaml(path)
+    data, lines = load_yaml(path, text_keys=True)
 
     def where(doc_path: Loc) -> int:
         return line_of(lines, doc_path)

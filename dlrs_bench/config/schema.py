@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -43,6 +44,14 @@ READ_FIELDS = frozenset({"num_samples", "fraction", "subset_seed", "shuffle", "s
                          "shuffle_window_rows"})
 
 
+@dataclass(frozen=True)
+class DataFacts:
+    """What a dataset's options and files tell of its data without reading rows (``None``: only a run can tell)."""
+
+    tables: list[tuple[str, int]] | None = None  # (name, rows) of every table
+    train_rows: int | None = None  # rows of the train split, before num_samples / fraction
+
+
 class DatasetOptions(StrictModel):
     """Options common to every dataset plugin; plugins subclass it.
 
@@ -62,11 +71,20 @@ class DatasetOptions(StrictModel):
     shuffle_block_rows: PositiveInt = Field(4096, description="shuffle 'blocks': consecutive rows per block")
     shuffle_window_rows: PositiveInt = Field(1 << 20, description="shuffle 'blocks': rows permuted together")
 
-    def check_data(self) -> list[tuple[str, int]] | None:
-        """What can be known of the data without reading its rows: the (name, rows) of every table, or
-        ``None`` where only a run can tell. Raises ``UserInputError`` naming the file when the data
-        cannot be used (missing, damaged, another dataset's). Plugins override it (data/options.py)."""
-        return None
+    def check_data(self) -> DataFacts:
+        """What can be known of the data without reading its rows. Raises ``UserInputError`` naming the
+        file when the data cannot be used (missing, damaged, another dataset's) or this machine cannot make
+        it. Plugins override it (data/options.py)."""
+        return DataFacts()
+
+    def subset_rows(self, train_rows: int) -> int:
+        """Rows trained on out of a train split of ``train_rows``: the ``num_samples`` / ``fraction``
+        subset (as data/base.py takes it), or all of them."""
+        if self.num_samples is not None:
+            return self.num_samples
+        if self.fraction is not None:
+            return max(1, round(self.fraction * train_rows))
+        return train_rows
 
     @model_validator(mode="after")
     def _one_subset_size(self) -> DatasetOptions:
@@ -157,6 +175,13 @@ class TrainSpec(StrictModel):
         "fp32", description="bf16: mixed precision, the forward under torch.autocast to bfloat16 (parameters, "
         "tables and optimizer state stay fp32; bf16 needs no loss scaling, which fused in-backward optimizers "
         "could not undo)")
+
+    def check_batch(self, train_rows: int) -> None:
+        """Raise ``ValueError`` when a batch is larger than the ``train_rows`` rows trained on (every step
+        would take the whole split, so a fraction of an epoch could not be trained)."""
+        if self.batch_size > train_rows:
+            raise ValueError(f"batch_size {self.batch_size:,} is larger than the {train_rows:,} rows trained on "
+                             "(the train split, after num_samples / fraction)")
 
 
 ShardingType = Literal["table_wise", "row_wise", "column_wise", "table_row_wise", "table_column_wise"]

@@ -2,7 +2,8 @@
 
 ``check_data`` is what ``dlrs-bench validate`` (and ``run``, before training anything) learns of a
 scenario's data: the (name, rows) of every table — so compressors can plan against the real table
-sizes — or an error naming the file for data that is missing, damaged or of another dataset.
+sizes — and the rows of the train split, or an error naming the file for data that is missing,
+damaged or of another dataset, or synthetic data this machine has not the memory to generate.
 """
 
 from __future__ import annotations
@@ -12,9 +13,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, model_validator
+import psutil
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from dlrs_bench.config.schema import READ_FIELDS, DatasetOptions, Seed
+from dlrs_bench.config.schema import READ_FIELDS, DataFacts, DatasetOptions, Seed
 from dlrs_bench.data.shapes import KAGGLE_CARDINALITIES, MLPERF_MULTI_HOT, TERABYTE_CARDINALITIES
 from dlrs_bench.data.splits import SplitFractions, train_rows
 from dlrs_bench.errors import UserInputError
@@ -28,8 +39,16 @@ Table = tuple[str, int]
 BUNDLED = Path(__file__).parent / "bundled" / "ml-latest-small"
 
 
-#: The bundled copy's tables (tests check them against the dataset built from it).
+#: The bundled copy's tables and ratings (rows, all splits together); tests check them against the
+#: dataset built from it.
 BUNDLED_TABLES: list[Table] = [("user", 610), ("movie", 9742), ("genres", 20), ("year", 107)]
+BUNDLED_ROWS = 100_836
+
+
+def fraction_train_rows(rows: int, fractions: tuple[float, float, float]) -> int:
+    """Train rows of a split of ``rows`` by ``fractions``: ``floor(fraction * rows)`` for val and test,
+    train the rest (as :func:`dlrs_bench.data.splits.split_rows` cuts them)."""
+    return rows - int(fractions[1] * rows) - int(fractions[2] * rows)
 
 
 class MovieLensOptions(DatasetOptions):
@@ -40,14 +59,14 @@ class MovieLensOptions(DatasetOptions):
     split_seed: Seed = 0
     label_threshold: float = Field(4.0, gt=0.5, le=5.0)
 
-    def check_data(self) -> list[Table] | None:
-        """The bundled tables; for a folder of your own, only that its two files are there."""
+    def check_data(self) -> DataFacts:
+        """The bundled tables and train rows; for a folder of your own, only that its two files are there."""
         if self.path is None:
-            return BUNDLED_TABLES
+            return DataFacts(BUNDLED_TABLES, fraction_train_rows(BUNDLED_ROWS, self.split_fractions))
         for name in ("ratings.csv", "movies.csv"):
             if not (Path(self.path) / name).is_file():
                 raise UserInputError(f"{Path(self.path) / name}: no such file")
-        return None
+        return DataFacts()
 
 
 #: Table-size presets: the DLRM Criteo Kaggle cardinalities and TorchRec's Terabyte ones (40M cap).
@@ -56,6 +75,10 @@ CARDINALITY_PRESETS = {"criteo-kaggle": KAGGLE_CARDINALITIES, "criteo-tb": TERAB
 
 #: Options that only select or order rows when reading (not part of what is generated).
 READ_OPTIONS = READ_FIELDS | {"name", "path"}
+#: Rows the synthetic generator draws at a time (data/synthetic.py; its pilot sample is one such chunk).
+CHUNK_ROWS = 1 << 16
+#: Rows of one table at most: its ids must fit in int64.
+MAX_TABLE_ROWS = 2**63 - 1
 
 
 class SyntheticOptions(DatasetOptions):
@@ -89,15 +112,73 @@ class SyntheticOptions(DatasetOptions):
             return MLPERF_MULTI_HOT
         return self.multi_hot_sizes or [1] * len(self.table_sizes())
 
-    def check_data(self) -> list[Table]:
+    def check_data(self) -> DataFacts:
+        """The tables and train rows: from the cache's manifest with ``path``, else from the options once
+        this machine is found to have the memory to generate the rows."""
         if self.path is not None:
             with synthetic_cache(self.path) as cache:
-                return list(cache.manifest.features.items())
-        return [(f"t{i}", n) for i, n in enumerate(self.table_sizes())]
+                manifest = cache.manifest
+            start, stop = manifest.splits["train"]
+            return DataFacts(list(manifest.features.items()), stop - start)
+        self.check_memory()
+        return DataFacts([(f"t{i}", n) for i, n in enumerate(self.table_sizes())],
+                         fraction_train_rows(self.rows, self.split_fractions))
 
     def generation(self) -> dict[str, Any]:
         """The options that decide the rows (recorded in the cache manifest)."""
         return self.model_dump(mode="json", exclude=READ_OPTIONS)
+
+    def teacher_bytes(self) -> int:
+        """Bytes of the teacher's tables (data/synthetic.py ``Teacher``): per id a float64 CDF entry, its
+        permuted id (int32; int64 from 2^31 ids), a float32 effect and a float32 ``teacher_dim``-vector;
+        plus the float64 ranks and weights of the largest table while its CDF is made (16 bytes an id)."""
+        sizes = self.table_sizes()
+        per_id = 8 + 4 + 4 * self.teacher_dim
+        return sum(n * (per_id + (4 if n < 2**31 else 8)) for n in sizes) + 16 * max(sizes)
+
+    def chunk_bytes(self) -> int:
+        """Bytes one thread works with while it draws :data:`CHUNK_ROWS` rows (``Teacher.rows``): per row the
+        running sum and a table's pooled vector (float64, ``teacher_dim`` each) beside the larger of the widest
+        bag's gathered teacher vectors (float32) and the pooled vector's square; the widest bag's uniforms,
+        ranks and ids (int64); every bag's ids twice (the columns, then joined) and the dense features
+        (float32, then float64)."""
+        bags, k = self.bag_sizes(), self.teacher_dim
+        vectors = 16 * k + max(4 * max(bags) * k, 8 * k)
+        return CHUNK_ROWS * (vectors + 24 * max(bags) + 16 * sum(bags) + 12 * self.num_dense + 64)
+
+    def generation_bytes(self, workers: int = 1) -> int:
+        """Peak bytes of generating the rows with ``workers`` threads (an estimate of the largest
+        allocations): the teacher, a chunk drawn by each thread, and the ``2 x workers`` drawn chunks
+        waiting to be written (labels, dense features, ids, teacher logits)."""
+        drawn = CHUNK_ROWS * (1 + 4 * self.num_dense + 8 * sum(self.bag_sizes()) + 8)
+        return self.teacher_bytes() + workers * (self.chunk_bytes() + 2 * drawn)
+
+    def check_memory(self, workers: int = 1) -> None:
+        """Raise ``UserInputError`` when generating the rows with ``workers`` threads needs more memory
+        than this machine has available, naming the options that size it."""
+        need, available = self.generation_bytes(workers), psutil.virtual_memory().available
+        if need <= available:
+            return
+        ids = sum(self.table_sizes())
+        raise UserInputError(
+            f"generating this synthetic data needs about {_size(need)} of memory, more than the {_size(available)} "
+            f"available on this machine: {_size(self.teacher_bytes())} for the teacher's tables (cardinalities: "
+            f"{ids:,} ids in all, teacher_dim {self.teacher_dim}) and {_size(need - self.teacher_bytes())} for "
+            f"drawing rows ({workers} thread(s); teacher_dim, multi_hot_sizes, num_dense)")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """With ``path`` the generation options come from the cache's manifest and cannot be given, so a
+        dump leaves them out: it validates again (a result's stored scenario, a rank's job)."""
+        data = handler(self)
+        return data if self.path is None else {k: v for k, v in data.items() if k in READ_OPTIONS}
+
+    @field_validator("cardinalities")
+    @classmethod
+    def _int64_ids(cls, v: list[int] | str) -> list[int] | str:
+        if isinstance(v, list) and max(v, default=0) > MAX_TABLE_ROWS:
+            raise ValueError(f"a table has at most {MAX_TABLE_ROWS:,} rows (2^63 - 1: its ids are int64)")
+        return v
 
     @model_validator(mode="after")
     def _shapes(self) -> SyntheticOptions:
@@ -124,12 +205,15 @@ class PreparedOptions(DatasetOptions):
         None, description="MLPerf-style multi-hot synthesis: ids per bag per table ('mlperf' = DLRM-DCNv2 sizes)"
     )
 
-    def check_data(self) -> list[Table]:
+    def check_data(self) -> DataFacts:
+        """The cache's tables and the train rows of the split protocol."""
         with prepared_cache(self) as cache:
             manifest = cache.manifest
         bag_sizes(self, manifest)
-        check_split(manifest, self)
-        return list(manifest.features.items())
+        train_end = check_split(manifest, self)
+        ranges = self.split in ("dlrm-7day", "last-day")  # train on rows [0, train_end)
+        train = train_end if ranges else fraction_train_rows(manifest.rows, self.split_fractions)
+        return DataFacts(list(manifest.features.items()), train)
 
 
 class CriteoKaggleOptions(PreparedOptions):
@@ -197,3 +281,8 @@ def check_split(manifest: Manifest, options: PreparedOptions) -> int:
         return train_rows(manifest.rows, manifest.parts, options.split)
     except ValueError as e:
         raise UserInputError(f"{options.path}: {e}") from None
+
+
+def _size(n: int) -> str:
+    """``n`` bytes in GiB (MiB below one GiB), for messages."""
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"

@@ -16,7 +16,8 @@ rows; they are recorded as ``ceiling`` with the results.
 Rows are independent and identically distributed, generated in chunks of :data:`CHUNK_ROWS` from
 random streams of their own (seeded by ``seed`` and the chunk number), so any number of rows is
 written in bounded memory: the teacher's tables (``sum(cardinalities) x (teacher_dim + 1)``
-float32) and a chunk. The splits are row ranges: train first, then val, then test. Independent rows are
+float32, a float64 CDF entry and an id) and a chunk per thread; ``write_synthetic`` refuses options
+whose estimate (``SyntheticOptions.generation_bytes``) passes the memory available. The splits are row ranges: train first, then val, then test. Independent rows are
 already in random order, so the cache records itself as shuffled when prepared and ``shuffle: auto``
 reads it in order (any protocol can still be asked for).
 """
@@ -33,11 +34,10 @@ from dlrs_bench.data.ahead import in_order
 from dlrs_bench.data.base import CTRDataset, dataset_from_cache
 from dlrs_bench.data.cache import CacheWriter, Manifest, ShuffleRecord, now
 from dlrs_bench.data.local_cache import first_use_cache
-from dlrs_bench.data.options import SyntheticOptions, synthetic_cache
+from dlrs_bench.data.options import CHUNK_ROWS, SyntheticOptions, synthetic_cache
 from dlrs_bench.data.rows import RowSet
 
-CHUNK_ROWS = 1 << 16
-PILOT_ROWS = 1 << 16
+PILOT_ROWS = CHUNK_ROWS  # the memory estimate counts the pilot as one chunk
 #: Rows of val and test (each) whose teacher logits are kept for the ceiling (the first ones).
 CEILING_MAX_ROWS = 1 << 24
 #: Bump when the rows generated for given options change (first-use caches are then rebuilt).
@@ -75,12 +75,14 @@ class Teacher:
         self.cdf, self.ids, self.b, self.v = [], [], [], []
         for t, card in enumerate(self.cardinalities):
             rng = np.random.default_rng([options.seed, 0, t])
-            weights = np.arange(1, card + 1, dtype=np.float64) ** -options.zipf_exponent
-            cdf = np.cumsum(weights)
-            self.cdf.append(cdf / cdf[-1])
+            cdf = np.cumsum(np.arange(1, card + 1, dtype=np.float64) ** -options.zipf_exponent)
+            cdf /= cdf[-1]  # in place, as v below: the temporaries are what the memory estimate counts
+            self.cdf.append(cdf)
             self.ids.append(rng.permutation(card).astype(np.int32 if card < 2**31 else np.int64))
             self.b.append(rng.standard_normal(card, dtype=np.float32))
-            self.v.append(rng.standard_normal((card, k), dtype=np.float32) / np.float32(np.sqrt(k)))
+            v = rng.standard_normal((card, k), dtype=np.float32)
+            v /= np.float32(np.sqrt(k))
+            self.v.append(v)
         rng = np.random.default_rng([options.seed, 0, len(self.cardinalities)])
         self.w = rng.standard_normal(options.num_dense) / np.sqrt(max(options.num_dense, 1))
         self.mu, self.sd, self.bias = 0.0, 1.0, 0.0
@@ -128,11 +130,13 @@ def split_sizes(rows: int, fractions: tuple[float, float, float]) -> dict[str, t
 def write_synthetic(options: SyntheticOptions, out: Path, progress: ProgressFn | None = None,
                     workers: int = 1) -> Manifest:
     """Generate ``options.rows`` rows into the cache folder ``out`` chunk by chunk (``workers``
-    threads generate chunks ahead; the rows do not depend on it); returns the manifest."""
+    threads generate chunks ahead; the rows do not depend on it); returns the manifest. Options whose
+    generation needs more memory than this machine has available are refused first."""
     import torch
 
     from dlrs_bench.measure.metrics import all_metrics
 
+    options.check_memory(workers)
     teacher = Teacher(options)
     n = options.rows
     bounds = split_sizes(n, options.split_fractions)

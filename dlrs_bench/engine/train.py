@@ -42,6 +42,7 @@ from dlrs_bench.engine.distributed import (
     gather_rows,
 )
 from dlrs_bench.engine.optim import OptimizerGroup, build_optimizer
+from dlrs_bench.errors import UserInputError
 from dlrs_bench.measure.memory import MemorySampler
 from dlrs_bench.measure.metrics import all_metrics
 from dlrs_bench.measure.mllog import EventLog
@@ -258,6 +259,10 @@ def train(
     On N ranks every rank calls this; all return the same outcome (rank 0's timings)."""
     cfg = spec.train
     train_split, eval_split = dataset.splits["train"], dataset.splits[cfg.eval_split]
+    try:  # validate refuses it where the train split's size is known without the data
+        cfg.check_batch(len(train_split))
+    except ValueError as e:
+        raise UserInputError(f"train.{e}") from None
     keys = dataset.feature_names
     train_ctr = train_split.ctr
     global_rows = global_batch_rows(len(train_split), cfg.batch_size, ranks.world)

@@ -68,13 +68,20 @@ class ResultStore:
         make_folder(final.parent)
         prefix = f".{final.name}.partial-"
         remove_stale(final.parent, prefix)
-        return final.parent / f"{prefix}{os.getpid()}"
+        partial = final.parent / f"{prefix}{os.getpid()}"
+        try:
+            partial.unlink(missing_ok=True)  # one this process could not remove before (the log appends)
+        except OSError as e:
+            raise cannot_write(final, e) from None
+        return partial
 
     @staticmethod
     def drop_event_log(partial: Path | None) -> None:
-        """Remove the temporary event log of a run whose result is not written (interrupted, refused)."""
+        """Remove the temporary event log of a run whose result is not written (interrupted, refused); one
+        a refusing disk keeps is removed by the next run's :meth:`start_event_log`."""
         if partial is not None:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
 
     def write(self, result: dict[str, Any], event_log: Path | None = None) -> Path:
         """Validate ``result`` against the schema and write it as strict JSON (a NaN or infinite number,

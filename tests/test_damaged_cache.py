@@ -177,7 +177,7 @@ def test_a_clean_cache_reads_every_row(tmp_path):
     assert len(split.read(slice(0, 40)).labels) == 40 and len(split.read(np.arange(39, -1, -1)).labels) == 40
 
 
-@pytest.mark.parametrize("rows", [1, 2, 63, 64, 65, 129, 1000, 4097])
+@pytest.mark.parametrize("rows", [1, 2, 63, 64, 65, 128, 129, 1000, 4097])
 def test_column_max_is_the_max_of_each_column(rows):
     ids = np.random.default_rng(rows).integers(0, 2**32, (rows, 5), dtype=np.uint64).astype(np.uint32)
     assert np.array_equal(column_max(ids), ids.max(axis=0))

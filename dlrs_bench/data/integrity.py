@@ -47,18 +47,15 @@ def id_limit(cardinality: int, unsigned: np.dtype) -> int:
     return min(cardinality, 1 << (8 * unsigned.itemsize - 1))
 
 
-def column_max(ids: np.ndarray) -> np.ndarray:
-    """The largest value of each column of ``ids`` ``[B, W]`` (B ≥ 1): ``ids.max(axis=0)``, found by
-    halving the rows with contiguous element-wise maxima (4x faster than numpy's reduction across
-    rows, whose inner loop runs over the W columns of one row)."""
-    block = ids
-    while len(block) > 64:
-        half = len(block) // 2
-        top = np.maximum(block[:half], block[half : 2 * half])
-        if len(block) % 2:
-            np.maximum(top[-1], block[-1], out=top[-1])
-        block = top
-    return block.max(axis=0)
+def column_max(ids: np.ndarray, fold: int = 64) -> np.ndarray:
+    """The largest value of each column of ``ids`` ``[B, W]`` (B ≥ 1), as ``ids.max(axis=0)`` but in
+    one pass at about the speed of a flat max: each ``fold`` consecutive rows are seen as one row of
+    ``fold * W`` values, so numpy's reduction across rows runs its inner loop over ``fold * W``
+    contiguous values instead of W (for W = 26: 3-5x faster)."""
+    b, w = ids.shape
+    whole = b // fold * fold
+    folded = ids[:whole].reshape(whole // fold, fold * w).max(axis=0).reshape(fold, w) if whole else ids[:0]
+    return np.concatenate([folded, ids[whole:]]).max(axis=0)
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ class RowChecks:
         if (column_max(ids) < self.column_limits).all():
             return
         i, column = (int(x) for x in np.argwhere(ids >= self.column_limits)[0])
-        self._raise_id(self.sparse_file, self.column_features[column], row_number(rows, i), sparse[i, column])
+        raise self._id_error(self.sparse_file, self.column_features[column], row_number(rows, i), sparse[i, column])
 
     def check_bag(self, name: str, lengths: np.ndarray, values: np.ndarray, rows: Rows) -> None:
         """Ids ``values`` of the variable-length bags of feature ``name`` (``lengths`` ``[B]`` ids
@@ -127,10 +127,12 @@ class RowChecks:
             return
         at = int(np.argmax(ids >= limit))
         i = int(np.searchsorted(np.cumsum(lengths), at, side="right"))  # the row whose bag holds it
-        self._raise_id(f"bags/{name}.values.i{8 * self.unsigned.itemsize}", name, row_number(rows, i), values[at])
+        raise self._id_error(f"bags/{name}.values.i{8 * self.unsigned.itemsize}", name, row_number(rows, i),
+                             values[at])
 
-    def _raise_id(self, file: str, feature: str, row: int, value: int) -> None:
+    def _id_error(self, file: str, feature: str, row: int, value: int) -> DamagedCacheError:
+        """The error of id ``value`` of ``feature`` at cache row ``row`` of ``file``, outside its table."""
         cardinality = self.cardinalities[feature]
-        raise DamagedCacheError(
+        return DamagedCacheError(
             f"{self.path / file}: row {row:,} holds id {value} of feature {feature}, outside its table "
             f"[0, {cardinality:,}) ({CAUSE})")

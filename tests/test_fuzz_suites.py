@@ -1,4 +1,4 @@
-"""Fuzzing `dlrs-bench validate` with mutants of every suite in suites/ (issue 12).
+"""Fuzzing `dlrs-bench validate` with mutants of every suite in suites/.
 
 Each suite file gets one mutant of every kind below (plus a few with several mutations at once),
 generated from a fixed seed, and is validated in-process through typer's CliRunner. Whatever the
@@ -29,7 +29,7 @@ from dlrs_bench.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 SUITES = sorted((REPO / "suites").glob("*.yaml"))
-SEED = 12  # issue 12
+SEED = 12
 #: Each mutant must be validated within this many seconds (a hang is stopped at DEADLINE_S).
 LIMIT_S, DEADLINE_S = 5.0, 30.0
 #: Mutants with several random mutations at once, per suite.
@@ -121,6 +121,17 @@ def m_unknown_key(rng, data, text):
     at = pick(rng, data, lambda a, v: isinstance(v, dict))
     parent_of(data, (*at, "x"))[f"unknown_{rng.randrange(100)}"] = rng.choice(OTHER_TYPES)
     return dump(data), f"unknown key in {where(at)}"
+
+
+#: Keys that are not text: a list, a mapping, and scalars YAML reads as another type.
+NON_TEXT_KEYS = ["[a, b]", "{a: 1}", "true", "3", "~", "1.5", "2024-01-01"]
+
+
+def m_non_text_key(rng, data, text):
+    at = pick(rng, data, lambda a, v: isinstance(v, dict))
+    parent_of(data, (*at, "x"))[SENTINEL] = 1
+    key = rng.choice(NON_TEXT_KEYS)
+    return dump(data).replace(SENTINEL, key, 1), f"key {key} in {where(at)}"
 
 
 def m_typo_key(rng, data, text):

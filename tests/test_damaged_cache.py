@@ -163,6 +163,24 @@ def test_a_bad_id_in_a_variable_length_bag_names_its_row(tmp_path, value):
     split.read(np.array([21, 23, 1]))  # the other rows read as before
 
 
+@pytest.mark.parametrize(("item", "value", "bag"), [(10, 5, "[12, 5)"), (10, 10_000, "[12, 10000)"),
+                                                    (10, -3, "[12, -3)"), (39, 100, "[55, 100)")])
+def test_bag_offsets_that_are_not_a_range_of_the_values_are_refused(tmp_path, item, value, bag):
+    """An offset moved back (a bag of negative length), below 0 or past the values: the row whose bag it ends
+    is named, by the contiguous read and the gather alike (the last offset sets the values file's size, which
+    opening the cache checks)."""
+    folder = bag_cache(tmp_path / "bags")
+    poke(folder / "bags" / "b.offsets.i64", np.int64, item, value)
+    split = bag_split(folder)
+    row = item - 1
+    expected = (re.escape(f"{folder / 'bags' / 'b.offsets.i64'}: row {row} has the bag {bag}, not a range within "
+                          "the 60 ids of feature b (the file changed since"))
+    for positions in (slice(0, 40), slice(row, row + 1), np.array([3, row, 7])):
+        with pytest.raises(DamagedCacheError, match=expected):
+            split.read(positions)
+    split.read(np.array([3, 7]))  # the other rows read as before
+
+
 def test_a_bad_id_in_a_fixed_width_stored_bag_names_its_feature(tmp_path):
     folder = bag_cache(tmp_path / "bags")
     poke(folder / "sparse.i32", np.int32, 31 * 3 + 2, 9)  # row 31, the second id of m

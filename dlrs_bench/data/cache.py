@@ -25,6 +25,7 @@ import json
 import mmap
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,14 @@ from dlrs_bench.lifecycle import remove_stale
 FORMAT = "dlrs-bench-cache"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1: one-hot features only, no fixed splits, never shuffled
+
+
+#: Why a cache can hold what no preparation writes (the end of every :class:`DamagedCacheError`).
+DAMAGED = "the file changed since `dlrs-bench data prepare`, or the cache is damaged"
+
+
+class DamagedCacheError(UserInputError):
+    """A cache file holds a value that no prepared cache holds."""
 
 
 class InputFile(BaseModel):
@@ -414,9 +423,21 @@ class Cache:
         bags = {}
         for f in self.manifest.jagged:
             offsets = self._pread(f"bags/{f}.offsets.i64", start, stop + 1)
+            self._check_bags(f, offsets[:-1], offsets[1:], lambda i: start + i)
             bags[f] = (np.diff(offsets), self._pread(f"bags/{f}.values.{suffix}", int(offsets[0]), int(offsets[-1])))
         return RawRows(self._pread("labels.u8", start, stop), self._pread("dense.f32", start, stop),
                        self._pread(f"sparse.{suffix}", start, stop), bags)
+
+    def _check_bags(self, feature: str, starts: np.ndarray, ends: np.ndarray, row: Callable[[int], int]) -> None:
+        """Bags ``[starts[i], ends[i])`` of the variable-length ``feature`` (of the cache rows ``row(i)``) are
+        ranges of zero or more ids within its values file, else a :class:`DamagedCacheError`."""
+        total = len(self.bags[feature][1])
+        bad = (starts < 0) | (ends < starts) | (ends > total)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DamagedCacheError(
+                f"{self.path / f'bags/{feature}.offsets.i64'}: row {row(i):,} has the bag [{starts[i]}, {ends[i]}), "
+                f"not a range within the {total:,} ids of feature {feature} ({DAMAGED})")
 
     def gather(self, rows: np.ndarray) -> RawRows:
         """The rows ``rows`` (int64 indexes, any order) gathered from the memory maps.
@@ -428,6 +449,7 @@ class Cache:
         """
         bags = {}
         for f, (offsets, values) in self.bags.items():
+            self._check_bags(f, offsets[rows], offsets[rows + 1], lambda i: int(rows[i]))
             positions, lengths = bag_positions(offsets, rows)
             bags[f] = (lengths, _take(values, positions))
         out = RawRows(*(_take(a, rows) for a in (self.labels, self.dense, self.sparse)), bags)

@@ -24,16 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrs_bench.data.cache import Cache, RawRows
+from dlrs_bench.data.cache import DAMAGED, Cache, DamagedCacheError, RawRows
 from dlrs_bench.data.rows import Rows
-from dlrs_bench.errors import UserInputError
 
-#: Why a cache can hold what no preparation writes (the end of every message).
-CAUSE = "the file changed since `dlrs-bench data prepare`, or the cache is damaged"
-
-
-class DamagedCacheError(UserInputError):
-    """A cache file holds a value that no prepared cache holds."""
+__all__ = ["DamagedCacheError", "RowChecks", "column_max"]
 
 
 def row_number(rows: Rows, i: int) -> int:
@@ -97,7 +91,7 @@ class RowChecks:
         if len(labels) and labels.max() > 1:
             i = int(np.argmax(labels > 1))
             raise DamagedCacheError(f"{self.path / 'labels.u8'}: row {row_number(rows, i):,} holds label "
-                                    f"{labels[i]}; labels must be 0 or 1 ({CAUSE})")
+                                    f"{labels[i]}; labels must be 0 or 1 ({DAMAGED})")
 
     def check_dense(self, dense: np.ndarray, rows: Rows) -> None:
         """Dense values ``[B, num_dense]`` float32 are finite (no NaN, no infinity)."""
@@ -107,7 +101,7 @@ class RowChecks:
         i, column = (int(x) for x in np.argwhere(~finite)[0])
         raise DamagedCacheError(
             f"{self.path / 'dense.f32'}: row {row_number(rows, i):,} holds {dense[i, column]} in dense column "
-            f"{column} (of {dense.shape[1]}); dense values must be finite ({CAUSE})")
+            f"{column} (of {dense.shape[1]}); dense values must be finite ({DAMAGED})")
 
     def check_ids(self, sparse: np.ndarray, rows: Rows) -> None:
         """Ids ``[B, W]`` of the sparse file lie within the tables of their columns' features."""
@@ -135,4 +129,4 @@ class RowChecks:
         cardinality = self.cardinalities[feature]
         return DamagedCacheError(
             f"{self.path / file}: row {row:,} holds id {value} of feature {feature}, outside its table "
-            f"[0, {cardinality:,}) ({CAUSE})")
+            f"[0, {cardinality:,}) ({DAMAGED})")

@@ -170,7 +170,7 @@ def _run_and_record(job: Job, store: ResultStore, cache: DatasetCache, progress:
 def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: ProgressFn | None,
             event_log: Path | None = None) -> dict[str, Any]:
     """One (scenario, seed): a complete result dict, ``failed`` with its error if anything raised (a
-    full disk under its ``event_log`` included; None: it writes no log)."""
+    disk refusing a line of its ``event_log`` too; None: it writes no log)."""
     scenario, seed = job.scenario, job.seed
     started = time.perf_counter()
     environment = env.capture()

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from conftest import tiny_suite
 from test_cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, invoke, results_of, write
+from test_prepare import criteo_rows, run_prepare, write_rows
 
 from dlrs_bench.config.expand import load_suite, scenario_id
 from dlrs_bench.config.schema import validate_scenario
@@ -159,6 +160,19 @@ def test_prepare_refuses_table_ids_past_int64(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("options, error", [
+    ("rows: 5", "rows 5 split by split_fractions [0.8, 0.1, 0.1] leave 0 val and 0 test rows; every split needs at "
+                "least one (more rows)"),
+    ("cardinalities: []", "give at least one table (got [])")])
+def test_synthetic_options_that_could_not_be_generated_are_refused(tmp_path, options, error):
+    path = suite_file(tmp_path, SUITE.replace("rows: 20000, cardinalities: [50, 10]", options))
+    field = ".cardinalities" if "cardinalities" in options else ""
+    assert errors_of(invoke("validate", "--portable", path)) == [f"error: {path}:3: defaults.dataset{field}: {error}"]
+    key, value = options.split(": ")
+    result = invoke("data", "prepare", "synthetic", "--set", f"{key}={value}", "--out", tmp_path / "syn")
+    assert result.exit_code == EXIT_INVALID and error in result.output, result.output
+
+
 @pytest.mark.parametrize("setting, named", [("cardinalities=[9000000000000]", "cardinalities: 9,000,000,000,000 ids"),
                                             ("teacher_dim=100000000", "teacher_dim 100000000")])
 def test_prepare_refuses_what_this_machine_has_not_the_memory_to_generate(tmp_path, setting, named):
@@ -253,6 +267,27 @@ def test_validate_reads_the_train_rows_of_a_cache_from_its_manifest(tmp_path, sy
     assert errors_of(invoke("validate", path)) == [
         f"error: {path}:7: defaults.train.batch_size: batch_size 2,401 is larger than the 2,400 rows trained on (the "
         "train split, after num_samples / fraction)"]
+
+
+@pytest.fixture(scope="module")
+def criteo_cache(tmp_path_factory) -> Path:
+    """A prepared Criteo Kaggle cache of 710 rows: days of 102, 102, 102, 101, 101, 101 and 101 rows."""
+    root = tmp_path_factory.mktemp("criteo")
+    run_prepare(write_rows(root / "train.txt", criteo_rows(710, seed=1)), root / "cache")
+    return root / "cache"
+
+
+@pytest.mark.parametrize("split, train_rows", [("dlrm-7day", 609), ("random", 568), ("temporal", 568)])
+def test_validate_takes_the_train_rows_of_a_prepared_cache_from_its_split_protocol(tmp_path, criteo_cache, split,
+                                                                                    train_rows):
+    dataset = f"{{name: criteo-kaggle, path: {criteo_cache}, split: {split}}}"
+    text = SUITE.replace("{name: synthetic, rows: 20000, cardinalities: [50, 10]}", dataset)
+    path = suite_file(tmp_path, text.replace("batch_size: 256", f"batch_size: {train_rows + 1}"))
+    assert errors_of(invoke("validate", path)) == [
+        f"error: {path}:7: defaults.train.batch_size: batch_size {train_rows + 1} is larger than the {train_rows} rows "
+        "trained on (the train split, after num_samples / fraction)"]
+    path = suite_file(tmp_path, text.replace("batch_size: 256", f"batch_size: {train_rows}"))
+    assert invoke("validate", path).exit_code == EXIT_OK
 
 
 def test_a_run_that_finds_a_batch_larger_than_the_train_split_is_failed(tmp_path):

@@ -42,8 +42,9 @@ class _Loader(yaml.SafeLoader):
             return super().construct_object(node, deep)
         except ValueError as e:
             tag = node.tag.removeprefix(_TAG)
+            shown = repr(node.value) if isinstance(node, yaml.ScalarNode) else "this value"
             raise yaml.constructor.ConstructorError(
-                None, None, f"{node.value!r} is not a valid {tag} ({e})", node.start_mark) from None
+                None, None, f"{shown} is not a valid {tag} ({e})", node.start_mark) from None
 
 
 def load_yaml(path: Path, text_keys: bool = False) -> tuple[Any, dict[Path_, int]]:

@@ -175,10 +175,21 @@ class SyntheticOptions(DatasetOptions):
 
     @field_validator("cardinalities")
     @classmethod
-    def _int64_ids(cls, v: list[int] | str) -> list[int] | str:
-        if isinstance(v, list) and max(v, default=0) > MAX_TABLE_ROWS:
+    def _tables(cls, v: list[int] | str) -> list[int] | str:
+        """At least one table, each with ids that fit in int64."""
+        if isinstance(v, list) and not v:
+            raise ValueError("give at least one table")
+        if isinstance(v, list) and max(v) > MAX_TABLE_ROWS:
             raise ValueError(f"a table has at most {MAX_TABLE_ROWS:,} rows (2^63 - 1: its ids are int64)")
         return v
+
+    @model_validator(mode="after")
+    def _every_split_has_rows(self) -> SyntheticOptions:
+        n_val, n_test = (int(f * self.rows) for f in self.split_fractions[1:])
+        if self.path is None and min(n_val, n_test) < 1:
+            raise ValueError(f"rows {self.rows} split by split_fractions {list(self.split_fractions)} leave {n_val} val "
+                             f"and {n_test} test rows; every split needs at least one (more rows)")
+        return self
 
     @model_validator(mode="after")
     def _shapes(self) -> SyntheticOptions:

@@ -64,7 +64,7 @@ def test_too_few_or_invalid_points_are_errors(x, y):
 
 def test_fit_command_on_a_data_scaling_run(tmp_path: Path, write_suite) -> None:
     suite = tiny_suite("datascale", matrix={"dataset.num_samples": [100, 300, 1000, 2000]})
-    suite["defaults"]["train"].update(max_epochs=1, eval_every=1)
+    suite["defaults"]["train"].update(max_epochs=1, eval_every=1, batch_size=64)  # a batch within 100 rows
     path = write_suite(suite)
     assert runner.invoke(app, ["run", str(path), "--results-dir", str(tmp_path / "r")]).exit_code == 0
     result = runner.invoke(app, ["fit", str(tmp_path / "r"), "--x", "samples", "--y", "logloss", "--json"])

@@ -8,7 +8,7 @@ file where it was.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 from dlrs_bench.errors import UserInputError
@@ -37,8 +37,7 @@ def write_temp(folder: Path, data: bytes | str, suffix: str = "") -> Path:
     """``data`` (text as UTF-8) in a new synced temporary file of ``folder``; its path. On any
     failure the file is removed and the ``OSError`` raised."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, name = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=suffix)
-    temp = Path(name)
+    fd, temp = _create_temp(folder, suffix)
     try:
         try:
             _write_all(fd, raw)
@@ -49,6 +48,17 @@ def write_temp(folder: Path, data: bytes | str, suffix: str = "") -> Path:
         temp.unlink(missing_ok=True)
         raise
     return temp
+
+
+def _create_temp(folder: Path, suffix: str) -> tuple[int, Path]:
+    """A new empty file of ``folder`` with a random hidden name, open for writing, with the permissions
+    of any file the user creates (``tempfile.mkstemp`` would make it readable by its owner only)."""
+    while True:
+        temp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}{suffix}"
+        try:
+            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
+        except FileExistsError:
+            continue
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -2,8 +2,8 @@
 folder keeps every finished result (and its event log) through a refused write at any step, commands end
 with one line and exit 2, and result readers refuse what no run writes.
 
-Faults are injected by shims that need no privileges (``os.write``, ``os.fsync``, ``os.replace``,
-``tempfile.mkstemp`` raising the OS's error); where this machine lets a test mount a small tmpfs, the
+Faults are injected by shims that need no privileges (``os.open``, ``os.write``, ``os.fsync``,
+``os.replace``, ``Path.mkdir`` raising the OS's error); where this machine lets a test mount a small tmpfs, the
 same cases also run on a really full or read-only disk.
 """
 
@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -144,7 +143,7 @@ def new_log(store: ResultStore, result: dict[str, Any]) -> Path:
 #: written and synced, the new log synced, the older log and result moved to history/ (created, then
 #: synced), the new log and result renamed into place, the folder synced.
 STEPS: dict[str, Callable[[Any, Path, int], None]] = {
-    "creating the temporary file": lambda mp, root, size: fail_nth(mp, tempfile, "mkstemp", 1, errno.ENOSPC, root),
+    "creating the temporary file": lambda mp, root, size: fail_nth(mp, os, "open", 1, errno.ENOSPC, root),
     "writing byte 0": lambda mp, root, size: fail_write_at(mp, root, 0),
     "writing byte 1": lambda mp, root, size: fail_write_at(mp, root, 1),
     "writing byte 4096": lambda mp, root, size: fail_write_at(mp, root, 4096),
@@ -243,7 +242,7 @@ def test_run_whose_result_the_disk_refuses_exits_2_and_keeps_the_older_result(st
 
 
 def test_run_into_a_read_only_folder_exits_2_and_keeps_the_older_result(stored, monkeypatch):
-    fail_nth(monkeypatch, tempfile, "mkstemp", 1, errno.EROFS, stored["results"])
+    fail_nth(monkeypatch, os, "open", 1, errno.EROFS, stored["results"])
     out = invoke("run", stored["suite"], "--results-dir", stored["results"], "--filter", "none")
     monkeypatch.undo()
     assert out.exit_code == EXIT_INVALID, out.output
@@ -368,6 +367,9 @@ def test_report_into_a_read_only_folder_exits_2(first_run, tmp_path, monkeypatch
 def test_write_atomic_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
     path = tmp_path / "a.md"
     write_atomic(path, "old\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as any file the user creates
     fail_write_at(monkeypatch, tmp_path, 3)
     with pytest.raises(UserInputError, match=f"cannot write {path}: No space left on device"):
         write_atomic(path, "a much longer new text\n")

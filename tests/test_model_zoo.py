@@ -598,7 +598,7 @@ def suite_text(model_block: str, matrix: str = "") -> str:
     return (
         "name: zoo\n"
         "defaults:\n"
-        "  dataset: {name: synthetic, rows: 500, cardinalities: [100, 40], num_dense: 3}\n"
+        "  dataset: {name: synthetic, rows: 1000, cardinalities: [100, 40], num_dense: 3}\n"  # 800 train rows ≥ a batch
         "  target: {metric: auc, value: 0.6}\n"
         "  model:\n" + model_block + (("matrix:\n" + matrix) if matrix else "")
     )

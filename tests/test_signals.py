@@ -112,10 +112,12 @@ def write(path: Path, suite: dict[str, Any]) -> Path:
 
 def evaluated(folder: Path, ranks: bool = False) -> Callable[[], bool]:
     """True once a run of the suite ``folder`` (``ranks``: one on launched ranks) has evaluated: it
-    trains (on ranks that are set up)."""
+    trains (on ranks that are set up). A run writes its event log under a temporary name until its
+    result is written."""
     def ready() -> bool:
-        return any("eval_accuracy" in log.read_text(errors="replace") for log in folder.glob("*/seed0.mllog")
-                   if not ranks or log.with_suffix(".ranks").is_dir())
+        return any("eval_accuracy" in log.read_text(errors="replace")
+                   for log in folder.glob("*/.seed0.mllog.partial-*")
+                   if not ranks or (log.parent / "seed0.ranks").is_dir())
     return ready
 
 
@@ -172,25 +174,26 @@ def test_sigterm_of_a_single_process_run_exits_143_with_one_line(tmp_path, comma
     assert left_in(scenario) == []
 
 
-def test_an_interrupted_rerun_puts_the_earlier_event_log_back(tmp_path, command):
-    """A rerun moves the earlier run's event log into history/ when it starts; interrupted, it moves it back
-    (the earlier result file, if any, is never touched: a result is written only when a run ends)."""
+def test_an_interrupted_rerun_leaves_the_earlier_event_log_in_place(tmp_path, command):
+    """A run writes its event log under a temporary name, which replaces the earlier log only with its
+    result: interrupted, it leaves the earlier log where it was and no temporary file."""
     folder = tmp_path / "r" / "again"
     path = write(tmp_path / "again.yaml", long_suite("again", {"name": "long", "compressor": {"kind": "none"}}))
     run = command("run", path, "--results-dir", tmp_path / "r")
     run.wait_for(evaluated(folder), "training")
-    (log,) = folder.glob("*/seed0.mllog")
     run.proc.send_signal(signal.SIGINT)
     assert run.finish() == 128 + signal.SIGINT
-    assert not log.exists()
+    (scenario,) = folder.iterdir()
+    assert left_in(scenario) == []
 
+    log = scenario / "seed0.mllog"
     log.write_text("earlier\n")
     run = command("run", path, "--results-dir", tmp_path / "r")
     run.wait_for(evaluated(folder), "training")
-    assert len(list((log.parent / "history").iterdir())) == 1
+    assert log.read_text() == "earlier\n"
     run.proc.send_signal(signal.SIGINT)
     assert run.finish() == 128 + signal.SIGINT
-    assert log.read_text() == "earlier\n" and not list((log.parent / "history").iterdir())
+    assert log.read_text() == "earlier\n" and left_in(scenario) == ["seed0.mllog"]
 
 
 def test_kill_9_of_run_takes_the_ranks_and_helpers_with_it(tmp_path, command):

@@ -56,10 +56,12 @@ def test_the_benchmarks_run_and_record_their_ratios(tmp_path):
     assert set(benchmarks) == {"test_plain_contiguous_read", "test_one_hot_batches[none]",
                                "test_one_hot_batches[blocks]", "test_one_hot_batches[permutation]",
                                "test_one_hot_batches_from_disk",
-                               "test_mlperf_multi_hot_batches[0]", "test_mlperf_multi_hot_batches[2]"}
+                               "test_mlperf_multi_hot_batches[0]", "test_mlperf_multi_hot_batches[2]",
+                               "test_row_checks_alone[none]", "test_row_checks_alone[permutation]"}
     info = benchmarks["test_one_hot_batches[none]"]
     assert info["samples_per_s"] > 0 and info["ratio_vs_plain_warm"] == pytest.approx(
         info["samples_per_s"] / info["plain_warm_samples_per_s"], rel=0.01)
+    assert 0 < info["ratio_vs_unchecked"]  # the pipeline with its row checks against itself without them
 
 
 def test_fuxictr_side_by_side_pairs_each_variant_with_its_dlrs_bench_runs(tmp_path):

@@ -68,9 +68,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def sync_folder(folder: Path) -> None:
-    """Make the renames in ``folder`` durable (fsync of the folder itself)."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+def sync(path: Path) -> None:
+    """Flush ``path`` to disk: a file's data (a full disk may refuse only now), or a folder's entries (the
+    renames made in it)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -88,7 +89,7 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        sync_folder(path.parent)
+        sync(path.parent)
     except OSError as e:
         raise cannot_write(path, e) from None
     return path

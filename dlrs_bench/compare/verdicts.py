@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from scipy import stats
 
-from dlrs_bench.results.collect import label, number, spec_section
+from dlrs_bench.results.collect import cache_identity, label, number, spec_section
 from dlrs_bench.results.schema import ResultFile
 
 #: Quality metrics: (higher is better, default tolerance as an absolute difference).
@@ -147,20 +147,11 @@ def _judge(key: tuple[str, str], label: str, metric: str, runs: list[ResultFile]
     return verdict(word, f"Δ {delta:+.4f} beyond tolerance {tolerance:g}", cur, ref, delta, p_value)
 
 
-def cache_identity(result: ResultFile) -> str | None:
-    """The identity of the dataset cache ``result`` trained on (``dataset.cache.identity``; None when it
-    does not record one: a result of an earlier version)."""
-    dataset = (result.model_extra or {}).get("dataset")
-    cache = dataset.get("cache") if isinstance(dataset, dict) else None
-    identity = cache.get("identity") if isinstance(cache, dict) else None
-    return identity if isinstance(identity, str) else None
-
-
 def data_changed(runs: list[ResultFile], base: list[ResultFile]) -> str | None:
     """Why ``runs`` and ``base`` were trained on different data (None when they were, or cannot tell): their
     dataset caches have different identities, e.g. a cache prepared again at the same path with other rows."""
-    current = {cache_identity(r) for r in runs} - {None}
-    baseline = {cache_identity(r) for r in base} - {None}
+    current = {cache_identity((r.model_extra or {}).get("dataset")) for r in runs} - {None}
+    baseline = {cache_identity((r.model_extra or {}).get("dataset")) for r in base} - {None}
     if not current or not baseline or current == baseline:
         return None
     return (f"trained on other data: dataset cache {', '.join(sorted(current))} here, {', '.join(sorted(baseline))} "

@@ -187,8 +187,8 @@ class SyntheticOptions(DatasetOptions):
     def _every_split_has_rows(self) -> SyntheticOptions:
         n_val, n_test = (int(f * self.rows) for f in self.split_fractions[1:])
         if self.path is None and min(n_val, n_test) < 1:
-            raise ValueError(f"rows {self.rows} split by split_fractions {list(self.split_fractions)} leave {n_val} val "
-                             f"and {n_test} test rows; every split needs at least one (more rows)")
+            raise ValueError(f"rows {self.rows} split by split_fractions {list(self.split_fractions)} leave {n_val} "
+                             f"val and {n_test} test rows; every split needs at least one (more rows)")
         return self
 
     @model_validator(mode="after")

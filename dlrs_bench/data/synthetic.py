@@ -15,11 +15,11 @@ rows; they are recorded as ``ceiling`` with the results.
 
 Rows are independent and identically distributed, generated in chunks of :data:`CHUNK_ROWS` from
 random streams of their own (seeded by ``seed`` and the chunk number), so any number of rows is
-written in bounded memory: the teacher's tables (``sum(cardinalities) x (teacher_dim + 1)``
-float32, a float64 CDF entry and an id) and a chunk per thread; ``write_synthetic`` refuses options
-whose estimate (``SyntheticOptions.generation_bytes``) passes the memory available. The splits are row ranges: train first, then val, then test. Independent rows are
-already in random order, so the cache records itself as shuffled when prepared and ``shuffle: auto``
-reads it in order (any protocol can still be asked for).
+written in bounded memory: the teacher's tables (per id ``teacher_dim + 1`` float32, a float64 CDF
+entry and an id) and a chunk per thread; ``write_synthetic`` refuses options whose estimate
+(``SyntheticOptions.generation_bytes``) passes the memory available. The splits are row ranges: train
+first, then val, then test. Independent rows are already in random order, so the cache records itself
+as shuffled when prepared and ``shuffle: auto`` reads it in order (any protocol can still be asked for).
 """
 
 from __future__ import annotations

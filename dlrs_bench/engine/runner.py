@@ -29,6 +29,7 @@ from dlrs_bench.files import cannot_write
 from dlrs_bench.lifecycle import Interrupted
 from dlrs_bench.measure import env
 from dlrs_bench.measure.mllog import EventLog, MLPerfContext, NullEventLog
+from dlrs_bench.results.collect import cache_identity
 from dlrs_bench.results.schema import SCHEMA_VERSION, ResultFile
 from dlrs_bench.results.store import ResultStore
 
@@ -129,26 +130,19 @@ def _kept(store: ResultStore, cache: DatasetCache, job: Job, note: Callable[[str
     done = store.finished(scenario.suite, scenario.scenario_id, job.seed)
     if done is None:
         return None
-    recorded = _identity((done.model_extra or {}).get("dataset"))
+    recorded = cache_identity((done.model_extra or {}).get("dataset"))
     if recorded is None:
         return done
     try:
         summary = cache.get(scenario.spec.dataset)[0].summary()
     except Exception:  # noqa: BLE001 - data that cannot be read now has no identity to compare: keep the result
         return done
-    now = _identity(summary)
+    now = cache_identity(summary)
     if now is None or now == recorded:
         return done
     note(f"re-run {scenario.label} seed {job.seed}: the dataset at {summary['cache'].get('path')} changed since "
          f"this result (identity {recorded} → {now})")
     return None
-
-
-def _identity(summary: Any) -> str | None:
-    """The dataset cache identity a dataset summary records (``summary["cache"]["identity"]``), else None."""
-    cache = summary.get("cache") if isinstance(summary, dict) else None
-    identity = cache.get("identity") if isinstance(cache, dict) else None
-    return identity if isinstance(identity, str) else None
 
 
 def _run_and_record(job: Job, store: ResultStore, cache: DatasetCache, progress: ProgressFn | None, main: bool

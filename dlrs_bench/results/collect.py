@@ -82,6 +82,14 @@ def number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def cache_identity(dataset: Any) -> str | None:
+    """The identity of the dataset cache a dataset section records (a result's ``dataset``, or a dataset's
+    ``summary()``): ``dataset["cache"]["identity"]``, else None (a result of an earlier version)."""
+    cache = dataset.get("cache") if isinstance(dataset, dict) else None
+    identity = cache.get("identity") if isinstance(cache, dict) else None
+    return identity if isinstance(identity, str) else None
+
+
 def label(result: ResultFile) -> str:
     """The scenario's display label, else its id."""
     text = (result.model_extra or {}).get("label")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dlrs_bench.errors import UserInputError
-from dlrs_bench.files import cannot_write, make_folder, sync_folder, write_temp
+from dlrs_bench.files import cannot_write, make_folder, sync, write_temp
 from dlrs_bench.lifecycle import remove_stale
 from dlrs_bench.results.collect import read_result
 from dlrs_bench.results.schema import ResultFile
@@ -112,13 +112,13 @@ def _replace_pair(path: Path, text: str, event_log: Path | None) -> None:
     done: list[tuple[Path, Path]] = []  # renames made (from, to), undone if a later step fails
     try:
         if event_log is not None:
-            _sync_file(event_log)
+            sync(event_log)
         for current in (log_path, path):
             _archive(current, done)
         if event_log is not None:
             _move(event_log, log_path, done)
         _move(temp, path, done)
-        sync_folder(path.parent)
+        sync(path.parent)
     except BaseException:
         for source, target in reversed(done):
             with contextlib.suppress(OSError):
@@ -146,16 +146,7 @@ def _archive(path: Path, done: list[tuple[Path, Path]]) -> None:
     while target.exists():
         target, n = history / f"{path.stem}-{stamp}-{n}{path.suffix}", n + 1
     _move(path, target, done)
-    sync_folder(history)
-
-
-def _sync_file(path: Path) -> None:
-    """Flush ``path``'s data to disk (a full disk may refuse only now)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    sync(history)
 
 
 def _finite(value: Any) -> Any:

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from dlrs_bench.cli import app
 from dlrs_bench.compare.rcp import RCP_FILE, Rcps, compare_with_rcps, load_rcps, olympic_mean
 from dlrs_bench.config.expand import load_suite
+from dlrs_bench.config.schema import ConstantSchedule
 from dlrs_bench.data.shapes import MLPERF_MATERIALISED, MLPERF_MULTI_HOT, TERABYTE_CARDINALITIES
 from dlrs_bench.errors import UserInputError
 from dlrs_bench.measure import mllog
@@ -152,7 +153,7 @@ def test_division_is_closed_only_where_asked_for_and_every_rule_holds(tmp_path, 
     monkeypatch.setattr(mllog, "closed_rules_broken", lambda benchmark, facts: broken)
     params = [torch.nn.Parameter(torch.zeros(2))]
     pipeline = SimpleNamespace(optimizer=torch.optim.Adagrad(params, lr=0.004, eps=1e-8))
-    spec = SimpleNamespace(train=SimpleNamespace(optimizer="adagrad"))
+    spec = SimpleNamespace(train=SimpleNamespace(optimizer="adagrad", lr_schedule=ConstantSchedule()))
     log = EventLog(tmp_path / "run.mllog", context(division))
     log.configuration(spec, None, pipeline, 3200)
     log.close()

@@ -3,7 +3,7 @@
 A scenario is ``defaults`` with one alternative of every ``matrix`` axis merged over it
 (cartesian product), or with one entry of ``scenarios`` merged over it. Matrix axes may be
 dotted (``model.embedding_dim``). Merging is deep, except that a plugin block whose
-``name``/``kind`` changes is replaced, not merged. Every resolved value remembers the file
+``name``/``kind`` changes is replaced, not merged (so is ``train.lr_schedule`` whose ``kind`` changes). Every resolved value remembers the file
 line it came from, so validation errors point at the line that caused them.
 """
 
@@ -141,6 +141,11 @@ def _expand(suite: SuiteFile):
         yield merged, origins, label, ("scenarios", i)
 
 
+#: Blocks replaced, not merged, when their key changes: the plugin blocks and the learning-rate schedule.
+SWITCHED_BLOCKS: dict[Loc, str] = {**{(block,): key for block, key in PLUGIN_BLOCKS.items()},
+                                   ("train", "lr_schedule"): "kind"}
+
+
 def _apply(tree: dict, origins: Origins, at: Loc, value: Any, source: Loc) -> None:
     """Merge ``value`` into ``tree`` at path ``at``, recording where each leaf came from."""
     parent = tree
@@ -151,8 +156,9 @@ def _apply(tree: dict, origins: Origins, at: Loc, value: Any, source: Loc) -> No
         parent = parent[key]
     key = at[-1]
     current = parent.get(key)
-    switching = len(at) == 1 and key in PLUGIN_BLOCKS and isinstance(current, dict) and isinstance(value, dict) \
-        and PLUGIN_BLOCKS[key] in value and value[PLUGIN_BLOCKS[key]] != current.get(PLUGIN_BLOCKS[key])
+    tag = SWITCHED_BLOCKS.get(at)
+    switching = tag is not None and isinstance(current, dict) and isinstance(value, dict) \
+        and tag in value and value[tag] != current.get(tag)
     if isinstance(current, dict) and isinstance(value, dict) and not switching:
         origins.setdefault(at, source)
         for k, v in value.items():

@@ -129,6 +129,10 @@ class ModelOptions(StrictModel):
         """Why tables are wider than d (for messages about the width); empty when they are not."""
         return ""
 
+    def init_scheme(self) -> str:
+        """How the embedding tables start (``embedding_init.kind`` of the models that have it)."""
+        return "uniform"
+
     def widths(self, layers: list[int], over_arch: bool = False) -> list[int]:
         """MLP ``layers`` after ``scale.mlp``; with ``over_arch`` (the top MLP, which ends in the
         logit) also after ``scale.over_arch``, its final width 1 kept as is."""
@@ -149,11 +153,66 @@ class CompressorOptions(StrictModel):
     def check_dim(self, dim: int) -> None:
         """Raise ``ValueError`` when the method cannot work at embedding dimension ``dim``."""
 
+    def check_init(self, scheme: str) -> None:
+        """Raise ``ValueError`` when the method's parameters cannot start from ``model.embedding_init``
+        ``scheme`` (dlrs_bench/models/init.py)."""
+
     def plan(self, tables: Sequence[tuple[str, int]], dim: int) -> list[Any]:
         """What the method allocates for each table [(name, rows)] at dimension ``dim`` (``None``: the
         table stays full), by arithmetic alone; ``ValueError`` naming the table when ``ratio`` is out
         of its reach. Each method's options implement it (dlrs_bench/compression/options.py)."""
         raise NotImplementedError(f"compressor {self.kind!r} has no plan")
+
+
+class ConstantSchedule(StrictModel):
+    """The learning rate stays at ``train.lr``."""
+
+    kind: Literal["constant"] = "constant"
+
+
+class WarmupSchedule(StrictModel):
+    """Linear warm-up from 0: training step s (1 = the first) trains at ``lr * min(s, warmup_steps) /
+    warmup_steps`` (MLPerf's convention: the first step trains at lr / warmup_steps, never at 0)."""
+
+    kind: Literal["warmup"]
+    warmup_steps: PositiveInt = Field(description="steps to reach train.lr")
+
+
+class PlateauSchedule(StrictModel):
+    """Reduce on plateau as FuxiCTR does: after an evaluation whose ``metric`` does not improve on the
+    best so far by at least ``min_delta``, lr = max(lr * factor, min_lr) once ``patience`` such
+    evaluations in a row were tolerated (FuxiCTR: patience 0, every one reduces)."""
+
+    kind: Literal["plateau"]
+    factor: float = Field(0.1, gt=0, lt=1, description="multiplier of each reduction")
+    patience: NonNegativeInt = Field(0, description="evaluations without improvement tolerated before a reduction")
+    min_lr: float = Field(1e-6, ge=0, description="floor of the reduced learning rate")
+    min_delta: float = Field(1e-6, ge=0, description="smallest change of the metric that counts as improvement")
+    metric: Literal["auc", "logloss", "ne"] | None = Field(None, description="metric watched (default: target.metric)")
+
+
+class MLPerfDLRMSchedule(StrictModel):
+    """MLPerf DLRM-DCNv2's reference schedule (torchrec_dlrm/lr_scheduler.py LRPolicyScheduler), step s
+    (1 = the first): lr * s / warmup_steps while s < warmup_steps; lr * ((decay_steps - (s -
+    decay_start_step)) / decay_steps) ** 2, at least 1e-7, while decay_start_step <= s < decay_start_step +
+    decay_steps; in between and after, the last rate is kept (train.lr when decay_steps is 0)."""
+
+    kind: Literal["mlperf_dlrm"]
+    warmup_steps: NonNegativeInt = Field(0, description="linear warm-up steps (0: none)")
+    decay_start_step: NonNegativeInt = Field(0, description="step where the polynomial decay starts")
+    decay_steps: NonNegativeInt = Field(0, description="steps of the decay (0: none)")
+
+    @model_validator(mode="after")
+    def _decay_after_warmup(self) -> MLPerfDLRMSchedule:
+        if self.decay_start_step < self.warmup_steps:
+            raise ValueError(f"decay_start_step {self.decay_start_step} is before the end of the warm-up "
+                             f"({self.warmup_steps} steps); the warm-up must finish before the decay starts")
+        return self
+
+
+#: A learning-rate schedule, chosen by ``kind`` (dlrs_bench/engine/schedules.py runs each).
+LrSchedule = Annotated[ConstantSchedule | WarmupSchedule | PlateauSchedule | MLPerfDLRMSchedule,
+                       Field(discriminator="kind")]
 
 
 class TrainSpec(StrictModel):
@@ -175,6 +234,19 @@ class TrainSpec(StrictModel):
         "fp32", description="bf16: mixed precision, the forward under torch.autocast to bfloat16 (parameters, "
         "tables and optimizer state stay fp32; bf16 needs no loss scaling, which fused in-backward optimizers "
         "could not undo)")
+    lr_schedule: LrSchedule = Field(
+        ConstantSchedule(), description="learning-rate schedule over the run: constant, warmup, plateau (FuxiCTR's "
+        "reduce on plateau) or mlperf_dlrm (MLPerf DLRM-DCNv2's warm-up and polynomial decay)")
+    clip_grad_norm: PositiveFloat | None = Field(
+        None, description="clip the gradients to this global L2 norm before each optimizer step (FuxiCTR: 10); "
+        "tables updated inside the backward by fused optimizers have no gradients and are not clipped")
+
+    @model_validator(mode="after")
+    def _min_lr_below_lr(self) -> TrainSpec:
+        if isinstance(self.lr_schedule, PlateauSchedule) and self.lr_schedule.min_lr > self.lr:
+            raise ValueError(f"lr_schedule.min_lr {self.lr_schedule.min_lr} is above train.lr {self.lr}: a "
+                             "reduction would raise the learning rate")
+        return self
 
     def check_batch(self, train_rows: int) -> None:
         """Raise ``ValueError`` when a batch is larger than the ``train_rows`` rows trained on (every step
@@ -340,7 +412,7 @@ def validate_scenario(raw: dict[str, Any]) -> tuple[Scenario | None, list[tuple[
     try:
         scenario = Scenario.model_validate(values)
     except ValidationError as e:  # every other problem of the scenario too, in the same pass
-        errors.extend((tuple(err["loc"]), _message(err, Scenario)) for err in e.errors()
+        errors.extend((_input_loc(tuple(err["loc"]), values), _message(err, Scenario)) for err in e.errors()
                       if not err["loc"] or err["loc"][0] not in failed)
         return None, errors
     if errors:
@@ -349,18 +421,48 @@ def validate_scenario(raw: dict[str, Any]) -> tuple[Scenario | None, list[tuple[
         scenario.compressor.check_dim(scenario.model.table_width())
     except ValueError as e:
         return None, [(("compressor",), str(e) + scenario.model.table_width_note())]
+    try:
+        scenario.compressor.check_init(scenario.model.init_scheme())
+    except ValueError as e:
+        return None, [(("model", "embedding_init"), str(e))]
     return scenario, []
 
 
+def _input_loc(loc: Loc, raw: Any) -> Loc:
+    """``loc`` without the tags pydantic inserts after a discriminated union's field (the chosen
+    ``kind``, as in ``train.lr_schedule.warmup.warmup_steps``): the path of the value in ``raw``."""
+    out: list[str | int] = []
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("kind") == part:
+            continue
+        out.append(part)
+        node = node.get(part) if isinstance(node, dict) else None
+    return tuple(out)
+
+
+def _union_tag(model: type[BaseModel]) -> Any:
+    """The ``kind`` a member of a discriminated union is chosen by (None: not a tagged model)."""
+    field = model.model_fields.get("kind")
+    args = typing.get_args(field.annotation) if field else ()
+    return args[0] if len(args) == 1 else None
+
+
 def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The keys the model nested at ``loc`` inside ``model`` accepts ([] where that is not a model)."""
+    """The keys the model nested at ``loc`` inside ``model`` accepts ([] where that is not a model;
+    a discriminated union's member is chosen by the tag that follows its field in ``loc``)."""
+    members: dict[Any, type[BaseModel]] = {}
     for key in loc:
+        if key in members:
+            model, members = members[key], {}
+            continue
         field = model.model_fields.get(str(key))
         nested = [t for t in (field.annotation, *typing.get_args(field.annotation)) if isinstance(t, type)
                   and issubclass(t, BaseModel)] if field else []
         if not nested:
             return []
         model = nested[0]
+        members = {_union_tag(m): m for m in nested} if len(nested) > 1 else {}
     return list(model.model_fields)
 
 

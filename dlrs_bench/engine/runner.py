@@ -225,6 +225,8 @@ def run_one(job: Job, store: ResultStore, cache: DatasetCache, progress: Progres
         result["distributed"] = outcome.distributed
     if outcome.diverged is not None:
         result["diverged"] = outcome.diverged
+    if outcome.optimization is not None:
+        result["optimization"] = outcome.optimization
     return result
 
 

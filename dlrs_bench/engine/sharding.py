@@ -27,7 +27,7 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from dlrs_bench.compression.full import FullEmbedding
 from dlrs_bench.config.schema import Scenario
-from dlrs_bench.engine.optim import OPTIMIZERS, SPARSE_OPTIMIZERS, OptimizerGroup, optimizer_kwargs
+from dlrs_bench.engine.optim import OPTIMIZERS, SPARSE_OPTIMIZERS, OptimizerGroup, grad_clip, optimizer_kwargs
 
 #: Sharding types the planner may choose from (data_parallel is what we do for non-full tables).
 MODEL_PARALLEL_TYPES = ("table_wise", "row_wise", "column_wise", "table_row_wise", "table_column_wise")
@@ -89,16 +89,21 @@ def plan_sharding(model: nn.Module, world_size: int, device: torch.device,
 
 
 def shard(model: nn.Module, optimizer: str, lr: float, device: torch.device, sharding_types: list[str] | None,
-          sparse_parameters: list[nn.Parameter]) -> tuple[DistributedModelParallel, OptimizerGroup, dict[str, Any]]:
+          sparse_parameters: list[nn.Parameter], clip_grad_norm: float | None = None,
+          ) -> tuple[DistributedModelParallel, OptimizerGroup, dict[str, Any]]:
     """``model`` under DMP, its optimizer, and the placement ``{table: {sharding_type, ranks}}``.
 
     Full tables may live on the meta device: DMP allocates only each rank's shards.
     ``sparse_parameters`` (sparse gradients) get the sparse optimizer of the same algorithm and are
     left out of DDP: the caller averages their gradients (:func:`average_sparse_gradients`).
+    ``clip_grad_norm`` clips every gradient that exists at the step (DDP's and the averaged sparse ones
+    are the same on every rank, so each rank's norm is the global one); the full tables' fused optimizer
+    updates them inside the backward, so they are recorded as not clipped.
     """
     quiet_torchrec()
     sparse_ids = {id(p) for p in sparse_parameters}
     settings = optimizer_kwargs(optimizer, lr)
+    fused_params = sum(p.numel() for table in full_tables(model) for p in table.parameters())
     for table in full_tables(model):  # (TorchRec adds its own keys to the dict it is given: a copy each)
         apply_optimizer_in_backward(OPTIMIZERS[optimizer], table.parameters(), dict(settings))
     plan = plan_sharding(model, dist.get_world_size(), device, sharding_types)
@@ -113,7 +118,8 @@ def shard(model: nn.Module, optimizer: str, lr: float, device: torch.device, sha
         dmp.fused_optimizer, KeyedOptimizerWrapper(dense, lambda ps: OPTIMIZERS[optimizer](ps, **settings))])]
     if sparse:
         optimizers.append(SPARSE_OPTIMIZERS[optimizer](list(sparse.values()), **settings))
-    return dmp, OptimizerGroup(optimizers), placement(plan)
+    clip = grad_clip(list(rest.values()), clip_grad_norm, fused_params)
+    return dmp, OptimizerGroup(optimizers, clip), placement(plan)
 
 
 def placement(plan: ShardingPlan) -> dict[str, Any]:

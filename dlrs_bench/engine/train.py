@@ -42,12 +42,14 @@ from dlrs_bench.engine.distributed import (
     gather_rows,
 )
 from dlrs_bench.engine.optim import OptimizerGroup, build_optimizer
+from dlrs_bench.engine.schedules import LrControl, build_schedule
 from dlrs_bench.errors import UserInputError
 from dlrs_bench.measure.memory import MemorySampler
 from dlrs_bench.measure.metrics import all_metrics
 from dlrs_bench.measure.mllog import EventLog
 from dlrs_bench.measure.timer import StepTimer
 from dlrs_bench.models.base import build_model, count
+from dlrs_bench.models.init import start_sharded_tables, start_tables
 
 #: Called after every step with (step, max_steps, latest evaluation or None).
 ProgressFn = Callable[[int, int, dict[str, float] | None], None]
@@ -67,6 +69,7 @@ class TrainOutcome:
     eval_curve: list[dict[str, Any]] = field(default_factory=list)
     distributed: dict[str, Any] | None = None
     diverged: dict[str, Any] | None = None  # {"step", "cause"}: stopped at a non-finite loss or prediction
+    optimization: dict[str, Any] | None = None  # {"clip_grad_norm": what was clipped}, where clipping is on
 
 
 def seed_everything(seed: int) -> None:
@@ -91,6 +94,7 @@ def build(spec: Scenario, dataset: CTRDataset, device: torch.device, for_shardin
     if for_sharding:
         with device:  # dense layers straight on the device; the meta tables stay for DMP to allocate
             return build_model(spec.model, dataset.num_dense, dataset.features, embeddings)
+    start_tables(embeddings, spec.model, dataset.info)
     return build_model(spec.model, dataset.num_dense, dataset.features, embeddings).to(device)
 
 
@@ -168,6 +172,7 @@ class Prepared:
     """A model ready to train on this rank."""
 
     pipeline: LocalPipeline | ShardedPipeline
+    optimizer: OptimizerGroup  # what the pipeline steps
     embedding: dict[str, Any]
     counts: dict[str, Any]
     placement: dict[str, Any] | None
@@ -178,8 +183,8 @@ def prepare(spec: Scenario, dataset: CTRDataset, device: torch.device, ranks: Ra
     cfg = spec.train
     if not ranks.shard:
         model = build(spec, dataset, device)
-        return Prepared(LocalPipeline(TrainStep(model, cfg.precision, device.type),
-                                      build_optimizer(model, cfg.optimizer, cfg.lr)),
+        optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.clip_grad_norm)
+        return Prepared(LocalPipeline(TrainStep(model, cfg.precision, device.type), optimizer), optimizer,
                         account(model.embeddings, getattr(spec.compressor, "ratio", None)).to_json(),
                         count(model).__dict__, None)
     from dlrs_bench.engine.sharding import shard
@@ -191,11 +196,12 @@ def prepare(spec: Scenario, dataset: CTRDataset, device: torch.device, ranks: Ra
     sparse = getattr(model.embeddings, "sparse_parameters", list)()
     pipelined = isinstance(model.embeddings, FullEmbedding)  # asked before DMP swaps in the sharded module
     dmp, optimizer, placement = shard(TrainStep(model, cfg.precision, device.type), cfg.optimizer, cfg.lr, device,
-                                      spec.distributed.sharding_types, list(sparse))
+                                      spec.distributed.sharding_types, list(sparse), cfg.clip_grad_norm)
+    start_sharded_tables(dmp, spec.model, dataset.info)
     if pipelined:  # the KJT goes straight from the batch to the tables
-        return Prepared(ShardedPipeline(dmp, optimizer, device), embedding, counts, placement)
+        return Prepared(ShardedPipeline(dmp, optimizer, device), optimizer, embedding, counts, placement)
     # replicated embeddings: DDP, nothing to pipeline
-    return Prepared(LocalPipeline(dmp, optimizer, list(sparse), device), embedding, counts, placement)
+    return Prepared(LocalPipeline(dmp, optimizer, list(sparse), device), optimizer, embedding, counts, placement)
 
 
 def reader_threads(device: torch.device, ranks: Ranks) -> int:
@@ -272,6 +278,7 @@ def train(
         seed_everything(seed)
         prepared = prepare(spec, dataset, device, ranks)
         pipeline = prepared.pipeline
+        lr = LrControl(build_schedule(cfg, spec.target.metric), prepared.optimizer.param_groups)
         steps_per_epoch = len(global_rows)
         max_steps = max(1, math.ceil(cfg.max_epochs * steps_per_epoch))
         eval_interval = max(1, round(cfg.eval_every * steps_per_epoch))
@@ -323,7 +330,8 @@ def train(
             log.event("eval_accuracy", metrics[spec.target.metric], epoch_num=epoch_num)
             log.end("eval_stop", epoch_num=epoch_num)
             curve.append({"epoch": epoch_num, "samples": samples, "time_s": now, **metrics,
-                          "train_loss": float(train_loss)})
+                          "train_loss": float(train_loss), "lr": lr.lr})
+            lr.after_eval(metrics)
             loss_sum, loss_steps = torch.zeros((), device=device), 0
             if reached_at is None and spec.target.reached_by(metrics[spec.target.metric]):
                 reached_at = {"time_to_target_s": now, "epochs_to_target": epoch_num, "samples_to_target": samples}
@@ -338,6 +346,7 @@ def train(
                 # TorchRec's sharded pipeline copies batches itself (from pinned memory)
                 batches = prefetch(batches, device, copy=isinstance(pipeline, LocalPipeline))
             for rows in global_rows:
+                lr.before_step(step + 1)
                 timer.start()
                 loss = pipeline.progress(batches)
                 timer.stop()
@@ -393,4 +402,5 @@ def train(
         eval_curve=curve,
         distributed=distributed,
         diverged=diverged,
+        optimization=None if prepared.optimizer.clip is None else {"clip_grad_norm": prepared.optimizer.clip.record()},
     )

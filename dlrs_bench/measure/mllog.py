@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dlrs_bench.config.schema import MLPERF_RULESET, MLPerfSpec
+from dlrs_bench.engine.schedules import MLPERF_DECAY_POWER
 from dlrs_bench.data.shapes import MLPERF_MATERIALISED, MLPERF_MULTI_HOT, TERABYTE_CARDINALITIES
 
 if TYPE_CHECKING:
@@ -57,9 +58,31 @@ OPTIMIZER_KEYS: dict[str, dict[str, str]] = {
              "opt_weight_decay": "weight_decay"},
     "sgd": {"opt_weight_decay": "weight_decay", "opt_momentum": "momentum"},
 }
-#: Learning-rate schedule keys: dlrs-bench trains at a constant learning rate (no warmup, no decay).
-SCHEDULE_KEYS = {"opt_learning_rate_warmup_steps": 0, "opt_learning_rate_decay_start_step": 0,
-                 "opt_learning_rate_decay_steps": 0}
+#: MLPerf log keys of the learning-rate schedule, per ``train.lr_schedule.kind``: the warm-up and decay
+#: steps as MLPerf DLRM's reference logs its LRPolicyScheduler (0: none; a plain warm-up is that
+#: scheduler with no decay), the power of its decay, a plateau's reduction factor and rule.
+SCHEDULE_KEYS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "constant": lambda s: _steps(0, 0, 0),
+    "warmup": lambda s: _steps(s.warmup_steps, s.warmup_steps, 0),
+    "mlperf_dlrm": lambda s: {**_steps(s.warmup_steps, s.decay_start_step, s.decay_steps),
+                              **({"opt_learning_rate_decay_poly_power": MLPERF_DECAY_POWER} if s.decay_steps else {})},
+    "plateau": lambda s: {**_steps(0, 0, 0), "opt_learning_rate_decay_factor": s.factor,
+                          "opt_learning_rate_decay_schedule": f"reduce on plateau of {s.metric or 'the target metric'}: "
+                          f"patience {s.patience}, min_lr {s.min_lr}, min_delta {s.min_delta}"},
+}
+#: Schedules MLPerf DLRM-DCNv2's closed division may log (its reference scheduler; constant is that
+#: scheduler with no warm-up and no decay): the checker's keys then decide.
+CLOSED_SCHEDULES = ("constant", "mlperf_dlrm")
+
+
+def _steps(warmup: int, decay_start: int, decay: int) -> dict[str, int]:
+    return {"opt_learning_rate_warmup_steps": warmup, "opt_learning_rate_decay_start_step": decay_start,
+            "opt_learning_rate_decay_steps": decay}
+
+
+def schedule_keys(schedule: Any) -> dict[str, Any]:
+    """MLPerf key -> value of ``train.lr_schedule`` (see :data:`SCHEDULE_KEYS`)."""
+    return SCHEDULE_KEYS[schedule.kind](schedule)
 
 
 @dataclass(frozen=True)
@@ -149,6 +172,13 @@ def _hyper(key: str, required: Any) -> Rule:
     return Rule(key, lambda f: _differs(key, f.hyperparameters.get(key, "(not logged)"), required))
 
 
+def _schedule_rule(f: RunFacts) -> str | None:
+    kind = f.spec.train.lr_schedule.kind
+    if kind in CLOSED_SCHEDULES:
+        return None
+    return f"lr_schedule is {kind!r}, closed trains with MLPerf's own schedule (mlperf_dlrm, or constant)"
+
+
 def _eval_cadence(f: RunFacts) -> str | None:
     required = TB_TRAIN_SAMPLES // (f.spec.train.batch_size * EVALS_PER_EPOCH)
     return _differs("evaluation interval (steps)", f.eval_interval_steps, required)
@@ -168,7 +198,11 @@ CLOSED_RULES: dict[str, list[Rule]] = {
         Rule("opt_name", lambda f: _differs("opt_name", f.spec.train.optimizer, "adagrad")),
         *(_hyper(key, value) for key, value in (
             ("opt_adagrad_learning_rate_decay", 0), ("opt_weight_decay", 0),
-            ("opt_adagrad_initial_accumulator_value", 0), ("opt_adagrad_epsilon", 1e-8), *SCHEDULE_KEYS.items())),
+            ("opt_adagrad_initial_accumulator_value", 0), ("opt_adagrad_epsilon", 1e-8),
+            *_steps(0, 0, 0).items())),  # the checker's schedule values: no warm-up, no decay
+        Rule("train.lr_schedule", _schedule_rule),
+        Rule("train.clip_grad_norm", lambda f: None if f.spec.train.clip_grad_norm is None else
+             f"gradients are clipped to norm {f.spec.train.clip_grad_norm}, the reference does not clip"),
         Rule("gradient_accumulation_steps", lambda f: None),  # dlrs-bench never accumulates (1 is allowed)
         Rule("train.max_epochs", lambda f: None if f.spec.train.max_epochs <= 1 else
              f"max_epochs is {f.spec.train.max_epochs}, closed trains at most one epoch"),
@@ -211,14 +245,14 @@ def optimizer_groups(optimizer: Any) -> list[dict[str, Any]]:
 
 def hyperparameters(name: str, groups: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """MLPerf key -> value of optimizer ``name`` over its parameter ``groups``: one value where every
-    group agrees, the sorted distinct values where they differ; plus the constant-rate schedule keys."""
+    group agrees, the sorted distinct values where they differ."""
     groups = list(groups)
     out: dict[str, Any] = {}
     for key, attr in OPTIMIZER_KEYS.get(name, {}).items():
         values = sorted({_plain(g[attr]) for g in groups if attr in g})
         if values:
             out[key] = values[0] if len(values) == 1 else values
-    return {**out, **SCHEDULE_KEYS}
+    return out
 
 
 def _plain(value: Any) -> Any:
@@ -310,12 +344,13 @@ class EventLog:
         self.event("cache_clear", cleared.pop("cleared"), **cleared)
 
     def configuration(self, spec: Scenario, dataset: CTRDataset, pipeline: Any, eval_interval_steps: int) -> None:
-        """The optimizer's real hyperparameters (read from the optimizer ``pipeline`` steps),
-        ``gradient_accumulation_steps`` and the division: closed only where the suite asks for it and
+        """The optimizer's real hyperparameters (read from the optimizer ``pipeline`` steps), the learning-rate
+        schedule's keys, ``gradient_accumulation_steps`` and the division: closed only where the suite asks for it and
         every closed rule of the benchmark holds, else open with the rules broken in its metadata."""
         if self.mlperf is None:
             return
-        hyper = hyperparameters(spec.train.optimizer, optimizer_groups(pipeline_optimizer(pipeline)))
+        hyper = {**hyperparameters(spec.train.optimizer, optimizer_groups(pipeline_optimizer(pipeline))),
+                 **schedule_keys(spec.train.lr_schedule)}
         for key, value in {"gradient_accumulation_steps": 1, **hyper}.items():
             self.event(key, value)
         division = {"requested": self.mlperf.division}

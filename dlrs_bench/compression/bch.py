@@ -17,6 +17,7 @@ from torch import nn
 from dlrs_bench.compression.options import BCHOptions
 from dlrs_bench.compression.pooled import PerTableEmbedding, per_table, uniform
 from dlrs_bench.data.base import SparseFeature
+from dlrs_bench.models.init import InitTable
 
 
 class BCHEncoder(nn.Module):
@@ -41,6 +42,10 @@ class BCHEncoder(nn.Module):
             code = (bits << torch.arange(len(shifts), device=ids.device)).sum(1)
             parts.append(table[code])
         return torch.cat(parts, dim=1) if self.concat else sum(parts[1:], start=parts[0])
+
+    def init_tables(self, name: str) -> list[InitTable]:
+        """Each block's code table [2^|b|, width] (rows shared by ids) for ``model.embedding_init``."""
+        return [InitTable(f"t_{name}/block{i}", table, ids_are_rows=False) for i, table in enumerate(self.tables)]
 
 
 class BCH:

@@ -9,6 +9,7 @@ from dlrs_bench.compression.base import TableAccount
 from dlrs_bench.compression.options import FullOptions
 from dlrs_bench.config.schema import CompressorOptions
 from dlrs_bench.data.base import SparseFeature
+from dlrs_bench.models.init import InitTable
 
 POOLING = {"sum": PoolingType.SUM, "mean": PoolingType.MEAN}
 
@@ -46,6 +47,10 @@ class FullEmbedding(EmbeddingBagCollection):
             accounts.append(TableAccount(c.feature_names[0], c.num_embeddings, width,
                                          params=c.num_embeddings * c.embedding_dim, compressed=False, detail=detail))
         return accounts
+
+    def init_tables(self) -> list[InitTable]:
+        """Every table [n, d] (row i: id i) for ``model.embedding_init``."""
+        return [InitTable(name, bag.weight, ids_are_rows=True) for name, bag in self.embedding_bags.items()]
 
 
 class Full:

@@ -16,6 +16,7 @@ from dlrs_bench.compression.base import TableAccount, check_keys, tables
 from dlrs_bench.compression.full import table_configs
 from dlrs_bench.compression.options import HashingOptions
 from dlrs_bench.data.base import SparseFeature
+from dlrs_bench.models.init import InitTable
 
 MERSENNE_31 = 2**31 - 1
 
@@ -89,6 +90,13 @@ class HashedEmbedding(nn.Module):
                          c.num_embeddings < f.cardinality, {"buckets": c.num_embeddings})
             for f, c in zip(self.features, self.ebc.embedding_bag_configs())
         ]
+
+    def init_tables(self) -> list[InitTable]:
+        """Every table [m, d] for ``model.embedding_init``; a hashed one's row 0 is shared by the ids
+        ≡ 0 mod m, a table left full (m >= n) has a row per id."""
+        bags = self.ebc.embedding_bags
+        return [InitTable(c.name, bags[c.name].weight, ids_are_rows=c.num_embeddings >= f.cardinality)
+                for f, c in zip(self.features, self.ebc.embedding_bag_configs())]
 
 
 class Hashing:

@@ -16,6 +16,7 @@ from torch import nn
 from dlrs_bench.compression.options import MDOptions
 from dlrs_bench.compression.pooled import PerTableEmbedding, per_table, uniform
 from dlrs_bench.data.base import SparseFeature
+from dlrs_bench.models.init import InitTable
 
 
 class MDEncoder(nn.Module):
@@ -29,6 +30,11 @@ class MDEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.project(self.weight[ids])
+
+    def init_tables(self, name: str) -> list[InitTable]:
+        """The table [n, d_t] (row i: id i) for ``model.embedding_init``; the projection keeps PyTorch's
+        default."""
+        return [InitTable(f"t_{name}", self.weight, ids_are_rows=True)]
 
 
 class MD:

@@ -15,6 +15,7 @@ from torch import nn
 from dlrs_bench.compression.options import MEmComOptions
 from dlrs_bench.compression.pooled import PerTableEmbedding, per_table, uniform
 from dlrs_bench.data.base import SparseFeature
+from dlrs_bench.models.init import InitTable
 
 
 class MEmComEncoder(nn.Module):
@@ -29,6 +30,10 @@ class MEmComEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.shared[ids % self.buckets] * self.scale[ids]
+
+    def init_tables(self, name: str) -> list[InitTable]:
+        """The shared table [m, d] for ``model.embedding_init``; the per-id scales keep MEmCom's 1."""
+        return [InitTable(f"t_{name}/shared", self.shared, ids_are_rows=False)]
 
 
 class MEmCom:

@@ -49,6 +49,27 @@ def compressed_rows(rows: int, ratio: float) -> int:
     return max(1, math.ceil(rows / ratio))
 
 
+#: Methods whose parameters are not rows of tables: they keep their paper's start, and refuse any
+#: ``model.embedding_init`` but the default (dlrs_bench/models/init.py).
+PAPER_INITS = {
+    "tt": "its cores keep TT-Rec's N(0, s²) start, s matched to a row variance of 1 / (3 n)",
+    "robe": "its shared array keeps ROBE-Z's U(±sqrt(1 / n)) start, n = rows of its largest table",
+}
+
+
+def init_refusal(kind: str, scheme: str) -> str:
+    """Why compressor ``kind`` (a key of :data:`PAPER_INITS`) cannot start from ``embedding_init`` ``scheme``."""
+    return (f"compressor {kind} cannot start from embedding_init {scheme}: its parameters are not rows of tables "
+            f"({PAPER_INITS[kind]}; its tables left full follow it); remove model.embedding_init or choose "
+            "another compressor")
+
+
+def refuse_init(kind: str, scheme: str) -> None:
+    """Raise ``ValueError`` for any ``embedding_init`` of compressor ``kind`` but the default ``uniform``."""
+    if scheme != "uniform":
+        raise ValueError(init_refusal(kind, scheme))
+
+
 class PerTableOptions(CompressorOptions):
     """A method that compresses each table above the threshold on its own."""
 
@@ -193,6 +214,9 @@ class TTOptions(PerTableOptions):
     kind: Literal["tt"] = "tt"
     ratio: float = Field(gt=1.0, description="requested ratio per compressed table; chooses the TT rank")
 
+    def check_init(self, scheme: str) -> None:
+        refuse_init(self.kind, scheme)
+
     def table_plan(self, n: int, dim: int, where: str) -> tuple[list[int], list[int], int]:
         """(p, q, rank): row and dimension factors and the TT rank closest to the ratio."""
         p, q = row_factors(n), dim_factors(dim)
@@ -243,6 +267,9 @@ class ROBEOptions(CompressorOptions):
     chunk: PositiveInt = Field(32, description="Z: consecutive floats read per hash (1 = HashedNets)")
     gradient: Literal["dense", "sparse"] = "dense"
     hash_seed: int = 0
+
+    def check_init(self, scheme: str) -> None:
+        refuse_init(self.kind, scheme)
 
     def plan(self, tables: Sequence[Table], dim: int) -> list[int | None]:
         """The shared array's size M for each compressed table (``None``: full)."""

@@ -19,6 +19,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from dlrs_bench.compression.base import TableAccount, check_keys, tables
 from dlrs_bench.data.base import SparseFeature
+from dlrs_bench.models.init import InitTable
 
 
 class PooledEmbedding(nn.Module):
@@ -70,6 +71,10 @@ class FullTable(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.weight[ids]
 
+    def init_tables(self, name: str) -> list[InitTable]:
+        """The table [n, d] of feature ``name`` (row i: id i), named like the full table ``t_<name>``."""
+        return [InitTable(f"t_{name}", self.weight, ids_are_rows=True)]
+
 
 class PerTableEmbedding(PooledEmbedding):
     """One encoder per table (``encoder(ids [nnz]) -> [nnz, d]``); accounting from the encoders.
@@ -92,6 +97,10 @@ class PerTableEmbedding(PooledEmbedding):
             compressed = not isinstance(e, FullTable) and params < f.cardinality * self.dim
             accounts.append(TableAccount(f.name, f.cardinality, self.dim, params, compressed, dict(e.detail)))
         return accounts
+
+    def init_tables(self) -> list[InitTable]:
+        """The tables of every encoder (``encoder.init_tables(feature name)``) for ``model.embedding_init``."""
+        return [t for f, e in zip(self.features, self.encoders) for t in e.init_tables(f.name)]
 
 
 def uniform(shape: tuple[int, ...], bound: float, device: torch.device) -> torch.Tensor:

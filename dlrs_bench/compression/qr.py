@@ -20,6 +20,7 @@ from torch import nn
 from dlrs_bench.compression.options import QROptions, qr_rows
 from dlrs_bench.compression.pooled import PerTableEmbedding, per_table, uniform
 from dlrs_bench.data.base import SparseFeature
+from dlrs_bench.models.init import InitTable
 
 FUSIONS = {
     "mult": lambda parts: math.prod(parts[1:], start=parts[0]),
@@ -49,6 +50,11 @@ class QREncoder(nn.Module):
             ids = ids // self.radix
         parts.append(self.levels[-1][ids])
         return self.mix(self.fuse(parts))
+
+    def init_tables(self, name: str) -> list[InitTable]:
+        """Each level's table [rows_i, width] (rows shared by ids) for ``model.embedding_init``; the fc
+        fusion's Linear keeps PyTorch's default."""
+        return [InitTable(f"t_{name}/level{i}", level, ids_are_rows=False) for i, level in enumerate(self.levels)]
 
 
 class QR:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlrs_bench.compression.base import TableAccount, tables
-from dlrs_bench.compression.options import ROBEOptions
+from dlrs_bench.compression.options import ROBEOptions, init_refusal
 from dlrs_bench.compression.pooled import FullTable, PooledEmbedding, uniform
 from dlrs_bench.data.base import SparseFeature
 
@@ -77,6 +77,10 @@ class ROBEEmbedding(PooledEmbedding):
     def sparse_parameters(self) -> list[nn.Parameter]:
         """Parameters whose gradients are sparse (stepped by a sparse optimizer)."""
         return [self.array] if self.sparse else []
+
+    def init_tables(self) -> list:
+        """None: the shared array is not rows of tables (``model.embedding_init`` is refused at validate)."""
+        raise ValueError(init_refusal("robe", "other than uniform"))
 
     def table_accounts(self) -> list[TableAccount]:
         """Full tables at full size; the shared array split over compressed tables in proportion

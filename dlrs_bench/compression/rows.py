@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -11,6 +12,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 from dlrs_bench.compression.base import TableAccount
 from dlrs_bench.compression.hashing import IdHasher
 from dlrs_bench.data.base import SparseFeature
+from dlrs_bench.models.init import InitTable
 
 ROW_HASH_SEED = 1_000_003
 
@@ -41,6 +43,10 @@ class RowScaledEmbedding(nn.Module):
 
     def table_accounts(self) -> list[TableAccount]:
         return self.inner.table_accounts()
+
+    def init_tables(self) -> list[InitTable]:
+        """The inner module's tables, whose rows are hashed ids (no padding row)."""
+        return [replace(t, ids_are_rows=False) for t in self.inner.init_tables()]
 
     def sparse_parameters(self) -> list[nn.Parameter]:
         fn = getattr(self.inner, "sparse_parameters", None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dlrs_bench.compression.options import TTOptions
+from dlrs_bench.compression.options import TTOptions, init_refusal
 from dlrs_bench.compression.pooled import PerTableEmbedding, per_table
 from dlrs_bench.data.base import SparseFeature
 
@@ -32,6 +32,10 @@ class TTEncoder(nn.Module):
         self.core2 = nn.Parameter(torch.randn(p[1], rank * q[1] * rank, device=device) * std)
         self.core3 = nn.Parameter(torch.randn(p[2], rank * q[2], device=device) * std)
         self.detail = {"p": p, "q": q, "rank": rank}
+
+    def init_tables(self, name: str) -> list:
+        """None: TT cores are not rows of a table (``model.embedding_init`` is refused at validate)."""
+        raise ValueError(init_refusal("tt", "other than uniform"))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         (_, p2, p3), (q1, q2, q3), r = self.p, self.q, self.rank

@@ -2,14 +2,52 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from dlrs_bench.config.schema import ModelOptions
+from dlrs_bench.config.schema import ModelOptions, StrictModel
 
 
-class WithBottomMLP(ModelOptions):
+class UniformInit(StrictModel):
+    """TorchRec's draw, left as it is: U(±sqrt(1 / n)), n = rows of the full table (EmbeddingBagConfig's
+    weight_init_min / max, which fbgemm's fused kernels draw too; the compressors' tables use the same
+    bound, TT its own variance-matched cores, ROBE-Z its array)."""
+
+    kind: Literal["uniform"] = "uniform"
+
+
+class NormalInit(StrictModel):
+    """N(0, std²) on every row, as FuxiCTR's FeatureEmbedding (``nn.init.normal_(std=1e-4)``); the padding
+    row of a train vocabulary starts at zero."""
+
+    kind: Literal["normal"] = "normal"
+    std: PositiveFloat = Field(1e-4, description="standard deviation of every float")
+
+
+class XavierInit(StrictModel):
+    """Xavier-uniform over each table's [rows, width]: U(±sqrt(6 / (rows + width))) (rows: without a
+    padding row, which starts at zero)."""
+
+    kind: Literal["xavier"] = "xavier"
+
+
+EmbeddingInit = Annotated[UniformInit | NormalInit | XavierInit, Field(discriminator="kind")]
+
+
+class WithEmbeddingInit(ModelOptions):
+    """Every model: how its embedding tables start (dlrs_bench/models/init.py)."""
+
+    embedding_init: EmbeddingInit = Field(
+        UniformInit(),
+        description="uniform: TorchRec's U(±sqrt(1/n)) (default); normal: N(0, std²), FuxiCTR's (std 1e-4); "
+                    "xavier: Xavier-uniform over each table's [rows, width]")
+
+    def init_scheme(self) -> str:
+        return self.embedding_init.kind
+
+
+class WithBottomMLP(WithEmbeddingInit):
     """Options of the field models (dlrs_bench/models/layers.py ``FieldInputs``): how the dense
     features become fields. ``field``: one field of size d through the bottom MLP (DLRM's way);
     ``per_feature``: one field e_k = v_k x_k per dense feature (FuxiCTR's numeric embedding,
@@ -73,7 +111,7 @@ def logit_mlp(layers: list[int]) -> list[int]:
     return layers
 
 
-class DLRMOptions(ModelOptions):
+class DLRMOptions(WithEmbeddingInit):
     name: Literal["dlrm"] = "dlrm"
     bottom_mlp: list[PositiveInt] = Field(default_factory=lambda: [64, 16], min_length=1)
     top_mlp: list[PositiveInt] = Field(default_factory=lambda: [64, 32, 1], min_length=2)
@@ -235,7 +273,7 @@ class FiBiNETOptions(WithFirstOrder):
     _dnn_ends_in_logit = field_validator("dnn")(logit_mlp)
 
 
-class WukongOptions(ModelOptions):
+class WukongOptions(WithEmbeddingInit):
     name: Literal["wukong"] = "wukong"
     num_layers: PositiveInt = 3
     n_f: PositiveInt = Field(16, description="embeddings produced by each FMB")

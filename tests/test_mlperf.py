@@ -345,3 +345,60 @@ def test_compare_rcp_command_exit_codes(template, tmp_path):
     assert out.exit_code == 2 and "takes no --baseline or --reference" in out.output
     out = runner.invoke(app, ["compare", "--rcp", str(tmp_path / "absent")])
     assert out.exit_code == 2 and "no such file or folder" in out.output
+
+
+# ---------------------------------------------------------------- learning-rate schedules and clipping
+
+
+@needs_checker
+def test_a_run_with_a_schedule_and_clipping_logs_them_and_passes_the_checker(tmp_path):
+    """MLPerf's schedule (warm-up 2 steps, decay from step 4 over 4) with clipping on the tiny suite:
+    the log carries the schedule's keys, the checker accepts it, the result records the rate of each
+    evaluation and what was clipped."""
+    import yaml
+
+    from tests.conftest import tiny_suite
+
+    suite = tiny_suite("sched", matrix={"compressor": [{"kind": "none"}]})
+    suite["defaults"]["train"].update(
+        lr_schedule={"kind": "mlperf_dlrm", "warmup_steps": 2, "decay_start_step": 4, "decay_steps": 4},
+        clip_grad_norm=1.0, max_epochs=1, stop_at_target=False)
+    path = tmp_path / "sched.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    out = runner.invoke(app, ["run", str(path), "--results-dir", str(tmp_path / "results"), "--threads", "1"])
+    assert out.exit_code == 0, out.output
+    (log,) = sorted((tmp_path / "results").rglob("seed*.mllog"))
+    checked = check_log(log, tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    keys = events(log)
+    assert {k: keys[k][0]["value"] for k in ("opt_learning_rate_warmup_steps", "opt_learning_rate_decay_start_step",
+                                             "opt_learning_rate_decay_steps", "opt_learning_rate_decay_poly_power")} \
+        == {"opt_learning_rate_warmup_steps": 2, "opt_learning_rate_decay_start_step": 4,
+            "opt_learning_rate_decay_steps": 4, "opt_learning_rate_decay_poly_power": 2}
+    result = json.loads(log.with_suffix(".json").read_text())
+    steps_per_eval = [round(p["samples"] / 128) for p in result["eval_curve"]]  # 2400 train rows, batch 128
+    lr = 0.01
+    expected = [lr * ((4 - (s - 4)) / 4) ** 2 if s < 8 else lr * (1 / 4) ** 2 for s in steps_per_eval]
+    assert [p["lr"] for p in result["eval_curve"]] == pytest.approx(expected)
+    assert result["optimization"]["clip_grad_norm"] == {
+        "max_norm": 1.0, "clipped_params": result["model"]["total_params"], "unclipped_params": 0}
+
+
+def schedule_facts(**train) -> RunFacts:
+    facts = reference_facts()
+    spec = facts.spec.model_copy(update={"train": facts.spec.train.model_copy(update=train)})
+    hyper = {**CLOSED_ADAGRAD, **mllog.schedule_keys(spec.train.lr_schedule)}
+    return reference_facts(spec=spec, hyperparameters=hyper)
+
+
+def test_closed_rules_accept_mlperfs_schedule_and_name_the_others():
+    from dlrs_bench.config.schema import MLPerfDLRMSchedule, PlateauSchedule, WarmupSchedule
+
+    assert closed_rules_broken("dlrm_dcnv2", schedule_facts(lr_schedule=MLPerfDLRMSchedule(kind="mlperf_dlrm"))) == []
+    plateau = closed_rules_broken("dlrm_dcnv2", schedule_facts(lr_schedule=PlateauSchedule(kind="plateau")))
+    assert [b.split(":")[0] for b in plateau] == ["train.lr_schedule"]
+    warm = closed_rules_broken("dlrm_dcnv2", schedule_facts(lr_schedule=WarmupSchedule(kind="warmup", warmup_steps=8)))
+    assert [b.split(":")[0] for b in warm] == [
+        "opt_learning_rate_warmup_steps", "opt_learning_rate_decay_start_step", "train.lr_schedule"]
+    clipped = closed_rules_broken("dlrm_dcnv2", schedule_facts(clip_grad_norm=10.0))
+    assert clipped == ["train.clip_grad_norm: gradients are clipped to norm 10.0, the reference does not clip"]

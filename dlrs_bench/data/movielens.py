@@ -5,6 +5,9 @@ Label: ``rating >= label_threshold`` (4.0 by default: 48.2% positives). Sparse f
 Dense features (4, standardised with train statistics): log(1 + ratings of the user in
 train), log(1 + ratings of the movie in train), rating time in years, movie age at rating.
 Splits: seeded random 80/10/10 or temporal (sorted by timestamp, the last rows are test).
+Vocabularies (``vocabulary``): ``all``, the ids of every row (each table 0..n-1); ``train``, FuxiCTR's:
+row 0 a padding row no bag looks up, the ids seen in the train split 1..k (by train count, most frequent
+first, ties by id), k + 1 the OOV row of every id unseen in train (val and test ids read as OOV).
 The rows are written on first use to a cache (:mod:`dlrs_bench.data.local_cache`), each split a row
 range in the order above, and read from it like every other dataset.
 """
@@ -41,7 +44,9 @@ class MovieLensLatestSmall:
     def build(options: MovieLensOptions) -> CTRDataset:
         folder = Path(options.path) if options.path else BUNDLED
         files = [folder / "ratings.csv", folder / "movies.csv"]
-        key = {"version": BUILD_VERSION, **options.model_dump(mode="json", exclude=READ_FIELDS),
+        # the default vocabulary is left out of the key: caches written before the option stay valid
+        exclude = READ_FIELDS | ({"vocabulary"} if options.vocabulary == "all" else set())
+        key = {"version": BUILD_VERSION, **options.model_dump(mode="json", exclude=exclude),
                "files": [[str(f.resolve()), *_stat(f)] for f in files]}
         cache = first_use_cache(options.name, key, lambda out: _write_cache(options, folder, out))
         splits = {k: RowSet(*bounds) for k, bounds in cache.manifest.splits.items()}
@@ -93,11 +98,15 @@ def _write_cache(options: MovieLensOptions, folder: Path, out: Path) -> None:
     genre_lists = [np.array([genre_index[g] for g in gs], dtype=np.int64) for gs in genres]
     genre_lengths = np.array([len(g) for g in genre_lists], dtype=np.int64)
     genre_offsets = np.concatenate([[0], np.cumsum(genre_lengths)])
-    genre_flat = np.concatenate(genre_lists)
-    sparse = np.stack([user_row, movie_row, movie_year_id[movie_row]], axis=1)  # user, movie, year; genres jagged
-
-    features = {"user": len(user_values), "movie": len(movie_ids), "genres": len(genre_vocab),
-                "year": len(year_vocab) + 1}
+    ids = {"user": user_row, "movie": movie_row, "genres": np.concatenate(genre_lists),
+           "year": movie_year_id[movie_row]}  # genres: the ids of every movie's bag, one after the other
+    train_ids = {"user": user_row[train], "movie": movie_row[train], "year": ids["year"][train],
+                 "genres": ids["genres"][bag_positions(genre_offsets, movie_row[train])[0]]}
+    sizes = {"user": len(user_values), "movie": len(movie_ids), "genres": len(genre_vocab),
+             "year": len(year_vocab) + 1}
+    ids, features = VOCABULARIES[options.vocabulary](ids, train_ids, sizes)
+    genre_flat = ids["genres"]
+    sparse = np.stack([ids["user"], ids["movie"], ids["year"]], axis=1)  # user, movie, year; genres jagged
     bounds, at = {}, 0
     with CacheWriter(out, dense.shape[1], 3, jagged=("genres",)) as writer:
         for name in ("train", "val", "test"):
@@ -117,8 +126,42 @@ def _write_cache(options: MovieLensOptions, folder: Path, out: Path) -> None:
             bags={"genres": 0}, splits=bounds,
             info={"source": str(folder), "label": f"rating >= {options.label_threshold}",
                   "split": {"protocol": options.split, "fractions": list(options.split_fractions),
-                            "seed": options.split_seed if options.split == "random" else None}})
+                            "seed": options.split_seed if options.split == "random" else None},
+                  **VOCABULARY_INFO[options.vocabulary]})
         writer.commit(manifest, "int32")
+
+
+Ids = dict[str, np.ndarray]
+
+
+def all_ids(ids: Ids, train_ids: Ids, sizes: dict[str, int]) -> tuple[Ids, dict[str, int]]:
+    """The ids as read (every table 0..n-1 over all rows) and the table sizes."""
+    return ids, sizes
+
+
+def train_vocabulary(train: np.ndarray, size: int) -> np.ndarray:
+    """New id of each old id 0..size-1 ([size] int64): the ids in ``train`` 1..k by count (most frequent
+    first, ties by id), every other id k + 1 (OOV); 0 is the padding row, never an id."""
+    counts = np.bincount(train, minlength=size)
+    seen = np.flatnonzero(counts)
+    order = seen[np.lexsort((seen, -counts[seen]))]
+    mapping = np.full(size, len(order) + 1, dtype=np.int64)
+    mapping[order] = np.arange(1, len(order) + 1)
+    return mapping
+
+
+def train_only_ids(ids: Ids, train_ids: Ids, sizes: dict[str, int]) -> tuple[Ids, dict[str, int]]:
+    """The ids renumbered by the train split's vocabulary of each table, and the table sizes: the ids
+    seen in train + 2 (padding and OOV rows), as FuxiCTR's tokenizer allocates them."""
+    maps = {k: train_vocabulary(train_ids[k], sizes[k]) for k in ids}
+    return {k: maps[k][v] for k, v in ids.items()}, {k: len(np.unique(train_ids[k])) + 2 for k in ids}
+
+
+#: How table ids are numbered (``MovieLensOptions.vocabulary``): (ids, train ids, sizes) -> (ids, sizes).
+VOCABULARIES = {"all": all_ids, "train": train_only_ids}
+#: What each numbering adds to the dataset's ``info`` (dlrs_bench/models/init.py reads the padding row).
+VOCABULARY_INFO: dict[str, dict[str, object]] = {
+    "all": {}, "train": {"vocabulary": {"from": "train", "padding_row": 0, "oov_row": "last"}}}
 
 
 def _read_ratings(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -43,6 +43,12 @@ BUNDLED = Path(__file__).parent / "bundled" / "ml-latest-small"
 #: dataset built from it.
 BUNDLED_TABLES: list[Table] = [("user", 610), ("movie", 9742), ("genres", 20), ("year", 107)]
 BUNDLED_ROWS = 100_836
+#: The bundled copy's tables with ``vocabulary: train`` (ids seen in train + padding + OOV rows), by split
+#: (protocol, fractions, seed; temporal splits have no seed); tests check them against the built dataset.
+BUNDLED_TRAIN_TABLES: dict[tuple[str, tuple[float, float, float], int | None], list[Table]] = {
+    ("random", (0.8, 0.1, 0.1), 0): [("user", 612), ("movie", 8974), ("genres", 22), ("year", 109)],
+    ("temporal", (0.8, 0.1, 0.1), None): [("user", 524), ("movie", 7869), ("genres", 22), ("year", 107)],
+}
 
 
 def fraction_train_rows(rows: int, fractions: tuple[float, float, float]) -> int:
@@ -58,15 +64,26 @@ class MovieLensOptions(DatasetOptions):
     split_fractions: SplitFractions = (0.8, 0.1, 0.1)
     split_seed: Seed = 0
     label_threshold: float = Field(4.0, gt=0.5, le=5.0)
+    vocabulary: Literal["all", "train"] = Field(
+        "all", description="all: each table's ids over every row; train: FuxiCTR's, the ids seen in the train "
+                           "split + a padding row (0) + an OOV row (last) for ids unseen in train")
 
     def check_data(self) -> DataFacts:
         """The bundled tables and train rows; for a folder of your own, only that its two files are there."""
         if self.path is None:
-            return DataFacts(BUNDLED_TABLES, fraction_train_rows(BUNDLED_ROWS, self.split_fractions))
+            return DataFacts(self.bundled_tables(), fraction_train_rows(BUNDLED_ROWS, self.split_fractions))
         for name in ("ratings.csv", "movies.csv"):
             if not (Path(self.path) / name).is_file():
                 raise UserInputError(f"{Path(self.path) / name}: no such file")
         return DataFacts()
+
+    def bundled_tables(self) -> list[Table] | None:
+        """The bundled copy's tables under this vocabulary and split (None: a train vocabulary of a split
+        without stored sizes, known once the dataset is built)."""
+        if self.vocabulary == "all":
+            return BUNDLED_TABLES
+        split = (self.split, tuple(self.split_fractions), self.split_seed if self.split == "random" else None)
+        return BUNDLED_TRAIN_TABLES.get(split)
 
 
 #: Table-size presets: the DLRM Criteo Kaggle cardinalities and TorchRec's Terabyte ones (40M cap).

@@ -257,7 +257,7 @@ def test_a_signal_stops_data_prepare_cleanly(tmp_path, command, sig):
         os.killpg(prep.pid, sig)  # Ctrl-C: the workers get it too, and leave it to their parent
     else:
         prep.proc.send_signal(sig)
-    assert prep.finish() == 128 + sig
+    assert prep.finish() == 128 + sig, prep.stderr()
     assert not gone_soon(workers, within=5)
     err = prep.stderr()
     assert "Traceback" not in err

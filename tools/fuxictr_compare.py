@@ -1,7 +1,7 @@
-"""Train FuxiCTR's model_zoo models on dlrs-bench's bundled MovieLens, same splits and features (issue 13).
+"""Train FuxiCTR's model_zoo models on dlrs-bench's bundled MovieLens, same splits and features, and judge parity.
 
 FuxiCTR runs in its own virtual environment and is never a dependency of dlrs-bench: the data go
-from one to the other as CSV files. Four subcommands (``run`` is the default):
+from one to the other as CSV files. Five subcommands (``run`` is the default):
 
 - ``zoo``: copy the models from a FuxiCTR git checkout (or mirror) into ``--dest`` (any Python; the
   models live only in FuxiCTR's GitHub ``model_zoo``, not in the pip package);
@@ -10,16 +10,22 @@ from one to the other as CSV files. Four subcommands (``run`` is the default):
 - ``run``: export (through ``--dlrs-python``, every time: the data are always dlrs-bench's current
   ones), preprocess with FuxiCTR's FeatureProcessor, train every model for every seed, print a table
   and write a JSON file (FuxiCTR's Python);
-- ``table``: the side-by-side with dlrs-bench's runs of ``suites/fuxictr_match.yaml`` (any Python).
+- ``dlrs``: dlrs-bench's side: ``suites/fuxictr_match.yaml`` under the same protocol, with FuxiCTR's
+  training options (its schedule, clipping, init, vocabularies) switched on, or some of them off
+  (``--without``), run by ``dlrs-bench run`` (dlrs-bench's Python);
+- ``table``: the side-by-side of both, judged in both directions (any Python).
 
-Every model uses its ``<Model>_default`` template of the zoo's ``config/model_config.yaml``, with
-issue 13's protocol on top: embedding d = 16, Adam lr 1e-3, batch 512, 2 epochs, the validation AUC
-after every epoch, the best epoch's weights evaluated on valid and test. Features as FuxiCTR does
-them: one embedding per id (categorical), a masked mean over the genres (sequence, FuxiCTR's default
-encoder), one ``Linear(1, d, bias=False)`` per dense feature (numeric; the values are dlrs-bench's,
-already standardised with train statistics). The vocabularies are FuxiCTR's: the ids seen in train
-plus padding and OOV. The one change to FuxiCTR: the train split's shuffle is seeded (see
-:func:`seeded_loader_class`), so that a seed gives the same run twice.
+The protocol is the same on both sides and given on the command line (``--embedding-dim``,
+``--batch-size``, ``--lr``, ``--epochs``; default d = 16, batch 512, Adam lr 1e-3, 2 epochs), with the
+validation AUC after every epoch and the best epoch's weights evaluated on valid and test. Every model
+uses its ``<Model>_default`` template of the zoo's ``config/model_config.yaml`` with the protocol on top,
+and FuxiCTR's own training: the learning rate ÷ 10 after an epoch whose validation AUC does not improve
+(``--no-reduce-lr-on-plateau`` switches it off), gradient clipping at norm 10 (``--max-gradient-norm``).
+Features as FuxiCTR does them: one embedding per id (categorical), a masked mean over the genres
+(sequence, FuxiCTR's default encoder), one ``Linear(1, d, bias=False)`` per dense feature (numeric; the
+values are dlrs-bench's, already standardised with train statistics). The vocabularies are FuxiCTR's:
+the ids seen in train plus padding and OOV. The one change to FuxiCTR: the train split's shuffle is
+seeded (see :func:`seeded_loader_class`), so that a seed gives the same run twice.
 
 Reproduce (from the repository root)::
 
@@ -29,8 +35,16 @@ Reproduce (from the repository root)::
     python3 tools/fuxictr_compare.py zoo --git-dir /tmp/FuxiCTR/.git --rev 5c42ceb --dest /tmp/fuxi-zoo
     nice -n 10 /tmp/fuxi-venv/bin/python tools/fuxictr_compare.py --zoo /tmp/fuxi-zoo --seeds 0 1 2 \\
         --out build/fuxictr.json
-    .venv/bin/dlrs-bench run suites/fuxictr_match.yaml --results-dir build/fuxictr_match
-    python3 tools/fuxictr_compare.py table
+    .venv/bin/python tools/fuxictr_compare.py dlrs --results build/fuxictr_match
+    python3 tools/fuxictr_compare.py table --fuxictr build/fuxictr.json --results build/fuxictr_match
+
+and under another protocol, the same flags on both sides (``table`` refuses runs of different protocols)::
+
+    /tmp/fuxi-venv/bin/python tools/fuxictr_compare.py --zoo /tmp/fuxi-zoo --embedding-dim 32 --batch-size 1024 \\
+        --lr 2e-3 --epochs 3 --out build/fuxictr_d32.json
+    .venv/bin/python tools/fuxictr_compare.py dlrs --embedding-dim 32 --batch-size 1024 --lr 2e-3 --epochs 3 \\
+        --results build/fuxictr_match_d32
+    python3 tools/fuxictr_compare.py table --fuxictr build/fuxictr_d32.json --results build/fuxictr_match_d32
 
 A subset of the variants can be run on its own (``--models WuKong --out build/fuxictr_wukong.json``)
 and read beside the others (``table --fuxictr build/fuxictr.json build/fuxictr_wukong.json``).
@@ -73,17 +87,41 @@ ZOO_MODELS = {
     "WuKong": "WuKong",
 }
 
-#: Issue 13's protocol, set over every template.
-PROTOCOL: dict[str, Any] = {
-    "embedding_dim": 16,
-    "learning_rate": 1.0e-3,
-    "optimizer": "adam",
-    "batch_size": 512,
-    "epochs": 2,
-    "eval_steps": None,  # evaluate on valid once per epoch
-    "monitor": "AUC",  # the templates monitor AUC - logloss; issue 13 picks the best validation AUC
-    "monitor_mode": "max",
-}
+@dataclass(frozen=True)
+class Protocol:
+    """What both sides train with: embedding d, batch size, Adam's learning rate, epochs (one evaluation on
+    valid after each, the best epoch's validation AUC reported) and seeds."""
+
+    embedding_dim: int = 16
+    batch_size: int = 512
+    lr: float = 1e-3
+    epochs: int = 2
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Protocol:
+        return cls(args.embedding_dim, args.batch_size, args.lr, args.epochs, tuple(args.seeds))
+
+    def fuxictr(self) -> dict[str, Any]:
+        """The protocol as FuxiCTR's parameters, set over every template."""
+        return {"embedding_dim": self.embedding_dim, "learning_rate": self.lr, "optimizer": "adam",
+                "batch_size": self.batch_size, "epochs": self.epochs,
+                "eval_steps": None,  # evaluate on valid once per epoch
+                "monitor": "AUC", "monitor_mode": "max"}  # the templates monitor AUC - logloss; the best AUC
+
+    def to_json(self) -> dict[str, Any]:
+        return {"embedding_dim": self.embedding_dim, "batch_size": self.batch_size, "lr": self.lr,
+                "epochs": self.epochs, "seeds": list(self.seeds)}
+
+
+def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """The protocol's flags (the same for ``run`` and ``dlrs``)."""
+    defaults = Protocol()
+    parser.add_argument("--embedding-dim", type=int, default=defaults.embedding_dim)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam's learning rate")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="one evaluation on valid after each")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(defaults.seeds))
 
 
 @dataclass(frozen=True)
@@ -354,7 +392,10 @@ def run(args: argparse.Namespace) -> None:
     data_params["train_data"], data_params["valid_data"], data_params["test_data"] = build_dataset(
         processor, **data_params)
     feature_map = FeatureMap(DATASET_ID, str(processed / DATASET_ID))
-    feature_map.load(str(processed / DATASET_ID / "feature_map.json"), {**data_params, **PROTOCOL})
+    protocol = Protocol.of(args)
+    training = {**protocol.fuxictr(), "reduce_lr_on_plateau": args.reduce_lr_on_plateau,
+                "max_gradient_norm": args.max_gradient_norm}
+    feature_map.load(str(processed / DATASET_ID / "feature_map.json"), {**data_params, **training})
 
     (work / "checkpoints" / DATASET_ID).mkdir(parents=True, exist_ok=True)
     commit_file = args.zoo / "ZOO_COMMIT"
@@ -364,8 +405,8 @@ def run(args: argparse.Namespace) -> None:
         template = f"{variant.model}_default"
         cls = load_model_class(args.zoo, variant.model)
         runs = []
-        for seed in args.seeds:
-            params = {**config["Base"], **config[template], **data_params, **PROTOCOL, **variant.overrides,
+        for seed in protocol.seeds:
+            params = {**config["Base"], **config[template], **data_params, **training, **variant.overrides,
                       "seed": seed, "gpu": -1, "verbose": 0, "model_root": str(work / "checkpoints"),
                       "model_id": f"{variant.name.replace(' ', '_')}_seed{seed}"}
             runs.append(train_one(cls, feature_map, params, seed))
@@ -374,7 +415,7 @@ def run(args: argparse.Namespace) -> None:
                   f"test AUC {last['test']['AUC']:.4f}, {last['seconds']:.0f} s", file=sys.stderr, flush=True)
         results[variant.name] = {
             "fuxictr_model": variant.model, "template": template,
-            "overrides": {**PROTOCOL, **variant.overrides},
+            "overrides": {**training, **variant.overrides},
             "model_args": model_args(cls, params),
             "training": training_args(params),
             "template_keys_not_used_by_model": sorted(ignored_keys(cls, config[template])),
@@ -387,8 +428,11 @@ def run(args: argparse.Namespace) -> None:
         }
 
     output = {
-        "protocol": {**PROTOCOL, "seeds": args.seeds, "best": "epoch of the highest validation AUC",
-                     "std": "sample standard deviation over seeds"},
+        "protocol": protocol.to_json(),
+        "fuxictr_training": {"reduce_lr_on_plateau": args.reduce_lr_on_plateau,
+                             "max_gradient_norm": args.max_gradient_norm,
+                             "best": "epoch of the highest validation AUC",
+                             "std": "sample standard deviation over seeds"},
         "environment": {
             "fuxictr": fuxictr.__version__, "zoo": str(args.zoo.resolve()),
             "zoo_commit": commit_file.read_text().strip() if commit_file.is_file() else None,
@@ -437,31 +481,128 @@ def merge_runs(paths: list[Path]) -> dict[str, Any]:
     return merged
 
 
+#: FuxiCTR's training options that ``suites/fuxictr_match.yaml`` switches on in dlrs-bench, each with where
+#: it sits in the suite: a path under ``defaults``, or under every model of the matrix (``model``).
+MATCHED: dict[str, tuple[str, ...]] = {
+    "schedule": ("train", "lr_schedule"),  # lr ÷ 10 after an evaluation without a better AUC
+    "clipping": ("train", "clip_grad_norm"),  # global gradient norm 10
+    "init": ("model", "embedding_init"),  # tables ~ N(0, 1e-4²)
+    "vocabulary": ("dataset", "vocabulary"),  # the ids seen in train + padding + OOV
+}
+SUITE = ROOT / "suites" / "fuxictr_match.yaml"
+
+
+def dlrs_suite(protocol: Protocol, without: list[str]) -> dict[str, Any]:
+    """``suites/fuxictr_match.yaml`` under ``protocol``, with the :data:`MATCHED` options named in ``without``
+    left at dlrs-bench's defaults."""
+    suite = load_yaml(SUITE)
+    defaults, models = suite["defaults"], suite["matrix"]["model"]
+    defaults["train"].update(batch_size=protocol.batch_size, lr=protocol.lr, max_epochs=protocol.epochs)
+    defaults["seeds"] = list(protocol.seeds)
+    for block in (defaults["model"], *models):
+        block["embedding_dim"] = protocol.embedding_dim
+    for name in without:
+        section, key = MATCHED[name]
+        for block in (*models, defaults["model"]) if section == "model" else (defaults[section],):
+            block.pop(key, None)
+    suite["description"] = f"{suite['description']} (protocol {protocol.to_json()}; without {without or 'none'})"
+    return suite
+
+
+def run_dlrs(args: argparse.Namespace) -> None:
+    """dlrs-bench's side: the match suite under the protocol, written beside ``args.results`` and run there."""
+    import yaml
+
+    suite = dlrs_suite(Protocol.of(args), args.without)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    path = args.results.with_name(args.results.name + ".yaml")
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    command = [str(args.dlrs_bench), "run", str(path), "--results-dir", str(args.results), "--threads",
+               str(args.threads)] + (["--resume"] if args.resume else [])
+    raise SystemExit(subprocess.run(command, cwd=ROOT).returncode)
+
+
+def matched_options(result: dict[str, Any]) -> list[str]:
+    """The :data:`MATCHED` options a dlrs-bench result's scenario has switched on."""
+    scenario = result["scenario"]
+    return [name for name, (section, key) in MATCHED.items()
+            if scenario.get(section, {}).get(key) not in (None, "all", {"kind": "constant"}, {"kind": "uniform"})]
+
+
+def result_protocol(result: dict[str, Any]) -> dict[str, Any]:
+    """The protocol a dlrs-bench result ran under (its seed aside)."""
+    scenario = result["scenario"]
+    return {"embedding_dim": scenario["model"]["embedding_dim"], "batch_size": scenario["train"]["batch_size"],
+            "lr": scenario["train"]["lr"], "epochs": scenario["train"]["max_epochs"]}
+
+
+@dataclass(frozen=True)
+class Parity:
+    """dlrs-bench's mean best validation AUC against FuxiCTR's: ``delta`` = dlrs-bench − FuxiCTR; ``spread`` =
+    twice the standard error of that difference over the seeds (√(s_f²/n_f + s_d²/n_d)); ``verdict``:
+    ``match`` when |Δ| ≤ the tolerance, ``mismatch (higher|lower)`` when |Δ| exceeds both the tolerance and
+    the spread (whichever side is higher: better than the reference is not parity), else ``inconclusive``
+    (the seeds spread too much to tell)."""
+
+    delta: float
+    spread: float
+    verdict: str
+
+    @classmethod
+    def of(cls, theirs: tuple[float, float, int], ours: list[float], tolerance: float) -> Parity:
+        mean, std, n = theirs
+        delta = statistics.fmean(ours) - mean
+        our_std = statistics.stdev(ours) if len(ours) > 1 else 0.0
+        spread = 2 * (std**2 / max(n, 1) + our_std**2 / len(ours)) ** 0.5
+        if abs(delta) <= tolerance:
+            verdict = "match"
+        elif abs(delta) > spread:
+            verdict = f"mismatch ({'higher' if delta > 0 else 'lower'})"
+        else:
+            verdict = "inconclusive"
+        return cls(delta, spread, verdict)
+
+
 def side_by_side(fuxictr: dict[str, Any], results_dir: Path, tolerance: float = 0.002) -> str:
     """A markdown table of FuxiCTR's runs (``fuxictr``: this script's JSON) against dlrs-bench's results
-    under ``results_dir`` (``dlrs-bench run suites/fuxictr_match.yaml``): best validation AUC, mean ± std
-    over seeds, their difference, and the trainable parameters (total / embedding) of each side."""
+    under ``results_dir`` (``dlrs`` or ``dlrs-bench run suites/fuxictr_match.yaml``): best validation AUC,
+    mean ± std over seeds, their difference judged in both directions (:class:`Parity`), and the trainable
+    parameters (total / embedding) of each side. Results of another protocol than FuxiCTR's are refused."""
+    protocol = fuxictr.get("protocol") or {}
     by_model: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    options: set[tuple[str, ...]] = set()
     for path in sorted(results_dir.rglob("seed*.json")):
+        if "history" in path.parts:
+            continue
         result = json.loads(path.read_text())
         if result.get("status") not in ("reached", "not_reached"):
             continue
+        ran = result_protocol(result)
+        differs = {k: (v, protocol.get(k)) for k, v in ran.items() if protocol.get(k) != v}
+        if differs:
+            raise SystemExit(f"{path}: run under another protocol than FuxiCTR's: {differs} (dlrs-bench, FuxiCTR)")
+        options.add(tuple(matched_options(result)))
         model = result["scenario"]["model"]
         by_model.setdefault((model["name"], model.get("structure")), []).append(result)
-    rows = ["| model | FuxiCTR val AUC | dlrs-bench val AUC | Δ | within 0.002 | FuxiCTR params (emb.) "
-            "| dlrs-bench params (emb.) |", "|---|---|---|---|---|---|---|"]
+    rows = [f"protocol {protocol}; dlrs-bench with FuxiCTR's "
+            f"{' / '.join(', '.join(o) or 'no options' for o in sorted(options)) or '–'}", "",
+            "| model | FuxiCTR val AUC | dlrs-bench val AUC | Δ | 2 SE | parity | FuxiCTR params (emb.) "
+            "| dlrs-bench params (emb.) |", "|---|---|---|---|---|---|---|---|"]
+    n_seeds = len(protocol.get("seeds") or [0])
     for name, result in fuxictr["models"].items():
         ours = by_model.get(DLRS_MODEL[name], [])
+        theirs = result["summary"]["valid_auc"]
         if not ours:
-            rows.append(f"| {name} | {result['summary']['valid_auc']['mean']:.4f} | – | | | | |")
+            rows.append(f"| {name} | {theirs['mean']:.4f} ± {theirs['std']:.4f} | – | | | | | |")
             continue
         aucs = [r["best_metrics"]["auc"] for r in ours]
-        mean, std = statistics.mean(aucs), statistics.stdev(aucs) if len(aucs) > 1 else 0.0
-        theirs, p = result["summary"]["valid_auc"], result["params"]
-        delta = mean - theirs["mean"]
-        verdict = "yes" if delta >= -tolerance else "no"
-        rows.append(f"| {name} | {theirs['mean']:.4f} ± {theirs['std']:.4f} | {mean:.4f} ± {std:.4f} ({len(aucs)}) "
-                    f"| {delta:+.4f} | {verdict} | {p['total']:,} ({p['embedding'] + p['first_order']:,}) "
+        parity = Parity.of((theirs["mean"], theirs["std"], len(result.get("runs") or []) or n_seeds), aucs,
+                           tolerance)
+        std = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
+        p = result["params"]
+        rows.append(f"| {name} | {theirs['mean']:.4f} ± {theirs['std']:.4f} | {statistics.fmean(aucs):.4f} ± "
+                    f"{std:.4f} ({len(aucs)}) | {parity.delta:+.4f} | {parity.spread:.4f} | {parity.verdict} "
+                    f"| {p['total']:,} ({p['embedding'] + p['first_order']:,}) "
                     f"| {ours[0]['model']['total_params']:,} ({ours[0]['embedding']['params']:,}) |")
     return "\n".join(rows)
 
@@ -483,7 +624,10 @@ def main() -> None:
     zoo_env = os.environ.get("FUXICTR_ZOO")
     run_.add_argument("--zoo", type=Path, default=Path(zoo_env) if zoo_env else None, required=zoo_env is None,
                       help="folder written by `zoo` (default: $FUXICTR_ZOO)")
-    run_.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    add_protocol_arguments(run_)
+    run_.add_argument("--no-reduce-lr-on-plateau", dest="reduce_lr_on_plateau", action="store_false",
+                      help="switch off FuxiCTR's lr ÷ 10 after an epoch without a better validation AUC")
+    run_.add_argument("--max-gradient-norm", type=float, default=10.0, help="FuxiCTR's gradient clipping")
     run_.add_argument("--out", type=Path, default=ROOT / "build" / "fuxictr.json")
     run_.add_argument("--models", nargs="+", choices=[v.name for v in VARIANTS], help="a subset (default: all)")
     run_.add_argument("--work", type=Path, default=ROOT / "build" / "fuxictr",
@@ -492,6 +636,18 @@ def main() -> None:
                       help="a Python with dlrs-bench installed, for the export")
     run_.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     run_.add_argument("--verbose", action="store_true", help="FuxiCTR's log on stderr")
+
+    dlrs = commands.add_parser("dlrs", help="dlrs-bench's side: suites/fuxictr_match.yaml under the protocol "
+                               "(run with dlrs-bench's Python)")
+    add_protocol_arguments(dlrs)
+    dlrs.add_argument("--without", nargs="+", default=[], choices=list(MATCHED),
+                      help="leave these FuxiCTR training options at dlrs-bench's defaults (one at a time: what each "
+                           "changes)")
+    dlrs.add_argument("--results", type=Path, default=ROOT / "build" / "fuxictr_match",
+                      help="results folder (the suite is written beside it as <folder>.yaml)")
+    dlrs.add_argument("--dlrs-bench", type=Path, default=ROOT / ".venv" / "bin" / "dlrs-bench")
+    dlrs.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    dlrs.add_argument("--resume", action="store_true", help="keep runs already finished in --results")
 
     table = commands.add_parser("table", help="the side-by-side with dlrs-bench's results (markdown)")
     table.add_argument("--fuxictr", type=Path, nargs="+", default=[ROOT / "build" / "fuxictr.json"],
@@ -507,6 +663,8 @@ def main() -> None:
         print(copy_zoo(args.git_dir, args.rev, args.dest))
     elif args.command == "table":
         print(side_by_side(merge_runs(args.fuxictr), args.results))
+    elif args.command == "dlrs":
+        run_dlrs(args)
     elif args.command == "export":
         print(json.dumps(export(args.dest)["rows"]))
     else:

@@ -3,8 +3,9 @@
 A scenario is ``defaults`` with one alternative of every ``matrix`` axis merged over it
 (cartesian product), or with one entry of ``scenarios`` merged over it. Matrix axes may be
 dotted (``model.embedding_dim``). Merging is deep, except that a plugin block whose
-``name``/``kind`` changes is replaced, not merged (so is ``train.lr_schedule`` whose ``kind`` changes). Every resolved value remembers the file
-line it came from, so validation errors point at the line that caused them.
+``name``/``kind`` changes is replaced, not merged (so is ``train.lr_schedule`` whose ``kind``
+changes). Every resolved value remembers the file line it came from, so validation errors point
+at the line that caused them.
 """
 
 from __future__ import annotations

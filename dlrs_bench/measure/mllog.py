@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dlrs_bench.config.schema import MLPERF_RULESET, MLPerfSpec
-from dlrs_bench.engine.schedules import MLPERF_DECAY_POWER
 from dlrs_bench.data.shapes import MLPERF_MATERIALISED, MLPERF_MULTI_HOT, TERABYTE_CARDINALITIES
+from dlrs_bench.engine.schedules import MLPERF_DECAY_POWER
 
 if TYPE_CHECKING:
     from dlrs_bench.config.schema import Scenario
@@ -67,7 +67,7 @@ SCHEDULE_KEYS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "mlperf_dlrm": lambda s: {**_steps(s.warmup_steps, s.decay_start_step, s.decay_steps),
                               **({"opt_learning_rate_decay_poly_power": MLPERF_DECAY_POWER} if s.decay_steps else {})},
     "plateau": lambda s: {**_steps(0, 0, 0), "opt_learning_rate_decay_factor": s.factor,
-                          "opt_learning_rate_decay_schedule": f"reduce on plateau of {s.metric or 'the target metric'}: "
+                          "opt_learning_rate_decay_schedule": f"reduce on plateau of {s.metric or 'the target'}: "
                           f"patience {s.patience}, min_lr {s.min_lr}, min_delta {s.min_delta}"},
 }
 #: Schedules MLPerf DLRM-DCNv2's closed division may log (its reference scheduler; constant is that

@@ -4,16 +4,19 @@ global norm, options and scenario ids, the train loop's record."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from conftest import TINY_TRAIN, tiny_suite
 from pydantic import ValidationError
 from torch import nn
 
 from dlrs_bench.config.expand import scenario_id
 from dlrs_bench.config.schema import PlateauSchedule, TrainSpec, validate_scenario
+from dlrs_bench.engine.distributed import gather_objects, init, launch
 from dlrs_bench.engine.optim import GradClip, OptimizerGroup, build_optimizer
 from dlrs_bench.engine.schedules import Constant, LrControl, MLPerfDLRM, Plateau, Warmup, build_schedule
-from tests.conftest import TINY_TRAIN, tiny_suite
 
 
 def rates(schedule, steps: int) -> list[float]:
@@ -142,6 +145,52 @@ def test_the_optimizer_group_clips_before_stepping():
     p.grad = torch.tensor([3.0, 4.0])
     group.step()
     assert p.detach().tolist() == pytest.approx([-0.6, -0.8], rel=1e-5)
+
+
+def rank_clip_norms(timeout_s: float) -> list[tuple[float, float]]:
+    """Rank entry point: a DDP linear layer on rank-dependent inputs, its gradients clipped to 0.01;
+    every rank's (norm seen by the clip, norm of the average of every rank's local gradients)."""
+    ranks, _ = init("cpu", timeout_s)
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 1)
+    x = torch.full((4, 3), float(ranks.rank + 1))
+    local = torch.autograd.grad(layer(x).sum(), list(layer.parameters()))
+    stacked = [torch.stack(parts) for parts in zip(*gather_objects(list(local)), strict=True)]
+    expected = torch.sqrt(sum((g.mean(0) ** 2).sum() for g in stacked))
+    ddp = nn.parallel.DistributedDataParallel(layer)
+    ddp(x).sum().backward()
+    norm = GradClip(list(layer.parameters()), 0.01)()
+    return gather_objects((float(norm), float(expected)))
+
+
+def test_clipping_under_ddp_uses_the_global_norm(tmp_path: Path):
+    """DDP averages the gradients in the backward, before the step clips them: every rank clips by
+    the norm of the averaged gradient."""
+    import test_schedules
+
+    norms = launch(test_schedules.rank_clip_norms, 60.0, 2, tmp_path / "logs")
+    assert len(norms) == 2
+    for seen, expected in norms:
+        assert seen == pytest.approx(expected, rel=1e-5)
+    assert norms[0][0] == norms[1][0]
+
+
+def test_dmp_records_the_fused_tables_as_not_clipped():
+    from dlrs_bench.data.base import build_dataset
+    from dlrs_bench.engine.distributed import one_rank_group
+    from dlrs_bench.engine.train import prepare
+
+    suite = tiny_suite()["defaults"]
+    spec, errors = validate_scenario({**suite, "train": {**TINY_TRAIN, "optimizer": "adagrad", "clip_grad_norm": 1.0},
+                                      "distributed": {"one_rank_dmp": True}})
+    assert not errors, errors
+    dataset = build_dataset(spec.dataset)
+    with one_rank_group(torch.device("cpu")) as ranks:
+        prepared = prepare(spec, dataset, torch.device("cpu"), ranks)
+    record = prepared.optimizer.clip.record()
+    assert record["unclipped_params"] == (64 + 32 + 16) * 8  # the three full tables of width 8
+    assert record["clipped_params"] == prepared.counts["total_params"] - record["unclipped_params"]
+    assert "fused optimizer" in record["unclipped"]
 
 
 # ---------------------------------------------------------------- the rate reaches every optimizer

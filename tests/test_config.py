@@ -573,7 +573,8 @@ def test_every_mistake_of_a_file_at_once_with_did_you_mean(tmp_path):
     lines = info.value.lines
     assert len(lines) == 5, lines
     assert f"{path}:3: defaults.dataset.cardinalites: unknown key; did you mean 'cardinalities'" in lines[0]
-    assert f"{path}:4: defaults.model.embeding_dim: unknown key; did you mean 'embedding_dim'?" in lines
+    assert (f"{path}:4: defaults.model.embeding_dim: unknown key; did you mean 'embedding_dim' or "
+            "'embedding_init'?") in lines
     assert any(line.startswith(f"{path}:5: defaults.train.batchsize: unknown key; did you mean 'batch_size'")
                for line in lines)
     assert any(line.startswith(f"{path}:5: defaults.train.lr: Input should be greater than 0") for line in lines)

@@ -9,6 +9,7 @@ and maps (not the models' vectorised code):
 - bilinear (Huang et al. 2019): p_ij = (v_i W) ∘ v_j for i < j, W shared (field_all), per left
   field i (field_each) or per pair (field_interaction), pairs in itertools.combinations order;
 - SENET: A = σ2(W2 ReLU(W1 z)), z_i = mean_d v_i, V = E ∘ A;
+- FiBiNET's ``dense_position: last``: the same layers on the fields reordered categorical first;
 - parameter counts of both models from the formulas, for every option combination.
 """
 
@@ -254,6 +255,36 @@ def test_fibinet_two_independent_bilinear_layers(kind):
     torch.testing.assert_close(net(dense, kjt), want)
 
 
+@pytest.mark.parametrize("kind", ["field_all", "field_each", "field_interaction"])
+def test_fibinet_dense_position_last(kind):
+    """``dense_position: last``: the same layers on the fields reordered categorical first, then dense (FuxiCTR's
+    order in tools/fuxictr_compare.py); pair (i, j), i < j, in that order is (v_i W) ∘ v_j. Same parameters and,
+    from the same seed, the same weights as the default; a different function on the dense × categorical pairs."""
+    _, first = model("fibinet", bilinear=kind)
+    _, last = model("fibinet", bilinear=kind, dense_position="last")
+    assert [n for n, _ in first.named_parameters()] == [n for n, _ in last.named_parameters()]
+    for a, b in zip(first.parameters(), last.parameters()):
+        torch.testing.assert_close(a, b)
+    dense, kjt = batch()
+    pooled = last.embeddings(kjt)
+    e = last.inputs(dense, pooled)  # [dense field, a, b, c]
+    reordered = torch.cat([e[:, 1:], e[:, :1]], dim=1)  # [a, b, c, dense field]
+    p = bilinear_reference(reordered, kind, last.bilinear_e.weight)
+    q = bilinear_reference(last.senet(reordered), kind, last.bilinear_v.weight)
+    want = last.first_order(dense, pooled, e) + last.dnn(torch.cat([p, q], dim=1).flatten(1))
+    torch.testing.assert_close(last(dense, kjt), want)
+    assert (first(dense, kjt) - last(dense, kjt)).abs().max() > 1e-6
+
+
+def test_fibinet_dense_position_is_not_in_default_ids():
+    """The default is left out of the options (and so of existing scenario ids); ``last`` is kept."""
+    opts = MODELS.get("fibinet").Options
+    assert "dense_position" not in opts(name="fibinet").model_dump(exclude_defaults=True)
+    assert opts(name="fibinet", dense_position="last").model_dump(exclude_defaults=True)["dense_position"] == "last"
+    with pytest.raises(ValidationError):
+        opts(name="fibinet", dense_position="middle")
+
+
 @pytest.mark.parametrize("activation, bias, split_half", itertools.product(["identity", "relu"], [False, True],
                                                                            [False, True]))
 def test_xdeepfm_assembled(activation, bias, split_half):
@@ -273,6 +304,7 @@ def test_defaults():
     assert (x.cin_activation, x.cin_bias, x.split_half) == ("identity", True, False)  # FuxiCTR's CIN, eq. 6
     f = MODELS.get("fibinet").Options(name="fibinet")
     assert (f.bilinear, f.reduction, f.excitation) == ("field_interaction", 3, "relu")  # FuxiCTR, DeepCTR
+    assert f.dense_position == "first"  # FieldInputs' order (the paper orders no fields)
 
 
 # ---------------------------------------------------------------- parameter counts, every option

@@ -259,7 +259,8 @@ class FiBiNETOptions(WithFirstOrder):
     """FiBiNET (dlrs_bench/models/fibinet.py). Defaults: ``reduction`` 3 and ``bilinear``
     field_interaction as FuxiCTR (model_zoo/FiBiNET/src/FiBiNET.py and config/model_config.yaml) and
     DeepCTR (deepctr/models/fibinet.py, ``bilinear_type='interaction'``); ``excitation`` relu as the
-    paper and FuxiCTR's SqueezeExcitation (which also offers sigmoid)."""
+    paper and FuxiCTR's SqueezeExcitation (which also offers sigmoid); ``dense_position`` first (the paper
+    orders no fields; FuxiCTR takes its feature_cols' order: last in tools/fuxictr_compare.py)."""
 
     name: Literal["fibinet"] = "fibinet"
     init: InitOption = "xavier_normal"  # every dense Linear, as FuxiCTR (BaseModel.reset_parameters)
@@ -268,6 +269,10 @@ class FiBiNETOptions(WithFirstOrder):
     excitation: Literal["relu", "sigmoid"] = Field("relu", description="activation of the SENET output")
     bilinear: Literal["field_all", "field_each", "field_interaction"] = Field(
         "field_interaction", description="W shared by all pairs / one per left field i / one per pair (i, j)")
+    dense_position: Literal["first", "last"] = Field(
+        "first", description="where the dense fields sit among the m fields: first (FieldInputs' order) or last, "
+                             "after the categorical ones (the order tools/fuxictr_compare.py gives FuxiCTR). A "
+                             "bilinear pair (v_i W) ∘ v_j, i < j, is not symmetric: the order decides W's side")
     dnn: list[PositiveInt] = Field(default_factory=lambda: [400, 400, 400, 1], min_length=1)
 
     _dnn_ends_in_logit = field_validator("dnn")(logit_mlp)

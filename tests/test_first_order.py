@@ -47,11 +47,57 @@ def test_a_bag_sums_the_weights_of_its_ids():
     kjt = KeyedJaggedTensor.from_lengths_sync(  # sample 0: a=[3], tags=[1, 4, 7]; sample 1: a=[5], tags=[]
         keys=["a", "tags"], values=torch.tensor([3, 5, 1, 4, 7]), lengths=torch.tensor([1, 1, 3, 0]))
     dense = torch.tensor([[1.0, -2.0, 0.5], [0.0, 1.0, 2.0]])
-    got = model.first_order(dense, model.embeddings(kjt), torch.empty(0))
+    got = model.first_order(dense, model.embeddings(kjt), torch.empty(0), kjt)
     u = model.first_order.dense_weight.detach()
     w_a, w_tags = tables["a"][:, D].detach(), tables["tags"][:, D].detach()
     want = [w_a[3] + w_tags[1] + w_tags[4] + w_tags[7] + dense[0] @ u + 0.25, w_a[5] + dense[1] @ u + 0.25]
     torch.testing.assert_close(got, torch.stack(want))
+
+
+def _first_order(pooling: str, first_order_pooling: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first-order term on a batch with a 3-id bag, and what b + Σ w would be (bias 0, dense 0)."""
+    o = DeepFMOptions(embedding_dim=D, dnn=[4, 1], first_order_pooling=first_order_pooling)
+    compressor = COMPRESSORS.get("none").Options(kind="none", pooling=pooling)
+    torch.manual_seed(0)
+    model = build_model(o, NUM_DENSE, FEATURES, build_embeddings(FEATURES, o.table_width(), compressor, CPU)).eval()
+    kjt = KeyedJaggedTensor.from_lengths_sync(  # sample 0: a=[3], tags=[1, 4, 7]; sample 1: a=[5], tags=[]
+        keys=["a", "tags"], values=torch.tensor([3, 5, 1, 4, 7]), lengths=torch.tensor([1, 1, 3, 0]))
+    got = model.first_order(torch.zeros(2, NUM_DENSE), model.embeddings(kjt), torch.empty(0), kjt)
+    w_a = model.embeddings.embedding_bags["t_a"].weight[:, D].detach()
+    w_tags = model.embeddings.embedding_bags["t_tags"].weight[:, D].detach()
+    return got.detach(), torch.stack([w_a[3], w_a[5]]), w_tags[[1, 4, 7]]
+
+
+@pytest.mark.parametrize("first_order_pooling", ["embedding", "sum"])
+def test_mean_pooled_bags_average_or_sum_their_first_order_weights(first_order_pooling):
+    """Under ``compressor.pooling: mean`` a bag's weights are averaged like its embedding (default) or
+    summed as FuxiCTR's 1-wide LR tables sum them (``first_order_pooling: sum``); an empty bag adds 0."""
+    got, w_a, w_tags = _first_order("mean", first_order_pooling)
+    bag = w_tags.sum() if first_order_pooling == "sum" else w_tags.mean()
+    torch.testing.assert_close(got, torch.stack([w_a[0] + bag, w_a[1]]))
+
+
+def test_first_order_pooling_sum_needs_mean_pooling_and_per_id_weights():
+    suite = tiny_suite()["defaults"]
+    model = {"name": "deepfm", "embedding_dim": 16, "first_order_pooling": "sum"}
+    spec, errors = validate_scenario({**suite, "model": model, "compressor": {"kind": "none"}})
+    assert spec is None and "first_order_pooling: sum needs compressor.pooling: mean" in errors[0][1]
+    spec, errors = validate_scenario({**suite, "model": {**model, "first_order": "fields"},
+                                      "compressor": {"kind": "none", "pooling": "mean"}})
+    assert spec is None and "first_order_pooling: sum is for first_order: per_id" in str(errors)
+    spec, errors = validate_scenario({**suite, "model": model, "compressor": {"kind": "none", "pooling": "mean"}})
+    assert not errors and spec.model.first_order_pooling == "sum"
+    assert "first_order_pooling" not in DeepFMOptions().model_dump(exclude_defaults=True)  # ids unchanged
+
+
+def test_summed_bags_train_under_dmp():
+    """The length scaling reads the batch's KJT inside TorchRec's pipelined model (one-rank DMP)."""
+    dataset = {**tiny_suite()["defaults"]["dataset"], "multi_hot_sizes": [1, 3, 2]}
+    prepared, losses = train_one_rank({"dataset": dataset, "compressor": {"kind": "none", "pooling": "mean"},
+                                       "model": {"name": "deepfm", "embedding_dim": 16, "dnn": [16, 1],
+                                                 "first_order_pooling": "sum"}})
+    assert type(prepared.pipeline).__name__ == "ShardedPipeline"
+    assert all(0 < loss < 2 for loss in losses)
 
 
 def test_the_first_order_column_learns():

@@ -251,7 +251,7 @@ def test_fibinet_two_independent_bilinear_layers(kind):
     e = net.inputs(dense, pooled)
     p = bilinear_reference(e, kind, net.bilinear_e.weight)
     q = bilinear_reference(net.senet(e), kind, net.bilinear_v.weight)
-    want = net.first_order(dense, pooled, e) + net.dnn(torch.cat([p, q], dim=1).flatten(1))
+    want = net.first_order(dense, pooled, e, kjt) + net.dnn(torch.cat([p, q], dim=1).flatten(1))
     torch.testing.assert_close(net(dense, kjt), want)
 
 
@@ -271,7 +271,7 @@ def test_fibinet_dense_position_last(kind):
     reordered = torch.cat([e[:, 1:], e[:, :1]], dim=1)  # [a, b, c, dense field]
     p = bilinear_reference(reordered, kind, last.bilinear_e.weight)
     q = bilinear_reference(last.senet(reordered), kind, last.bilinear_v.weight)
-    want = last.first_order(dense, pooled, e) + last.dnn(torch.cat([p, q], dim=1).flatten(1))
+    want = last.first_order(dense, pooled, e, kjt) + last.dnn(torch.cat([p, q], dim=1).flatten(1))
     torch.testing.assert_close(last(dense, kjt), want)
     assert (first(dense, kjt) - last(dense, kjt)).abs().max() > 1e-6
 
@@ -294,7 +294,7 @@ def test_xdeepfm_assembled(activation, bias, split_half):
     x = net.inputs(dense, rows)
     pooled = cin_reference(x, list(net.cin.maps), list(net.cin.biases) if bias else None,
                            activation == "relu", split_half)
-    want = net.first_order(dense, rows, x) + (pooled @ net.cin_out.weight.T).squeeze(-1) + net.dnn(x.flatten(1))
+    want = net.first_order(dense, rows, x, kjt) + (pooled @ net.cin_out.weight.T).squeeze(-1) + net.dnn(x.flatten(1))
     torch.testing.assert_close(net(dense, kjt), want)
 
 

@@ -14,7 +14,7 @@ What it does, for d = 16 and 32 (``--dims``), in float32:
    features, FuxiCTR's train vocabularies: 612, 8974, 22, 109 rows with padding 0) and with its
    ``<Model>_default`` template (``hidden_units`` etc. read from the zoo's model_config.yaml);
 2. builds dlrs-bench's model as suites/fuxictr_match.yaml does (``per_feature`` dense fields, per-id
-   first-order weights, mean pooling);
+   first-order weights with a bag's weights summed, ``first_order_pooling: sum``, mean pooling);
 3. copies every FuxiCTR weight into dlrs-bench's model (tables, the 1-wide LR tables as the per-id
    column, numeric ``Linear(1, d)``s, SENET, bilinear, CIN, MLP), permuting fields where the two
    orders differ, and prints max |difference| of every intermediate output on one random batch
@@ -29,11 +29,11 @@ asymmetric in i and j, so the 16 dense × categorical pairs are (v_dense W) ∘ 
 (v_cat W) ∘ v_dense in FuxiCTR; dlrs-bench's FiBiNET with ``dense_position: last`` (run too, in the
 ``fuxictr`` layout) sees FuxiCTR's order. DeepFM and xDeepFM are the same function in any order.
 
-The one other difference, in all three: FuxiCTR's ``LogisticRegression`` sum-pools a sequence's 1-wide
-weights (FeatureEmbeddingDict gives 1-wide LR tables ``MaskedSumPooling``, whatever the field's encoder)
-while dlrs-bench pools the per-id column as the embedding (``pooling: mean``): the genres' first-order
-term is k times larger there for a bag of k genres. The ``genres summed`` rows add (k - 1) × the mean
-back and must then match.
+FuxiCTR's ``LogisticRegression`` sum-pools a sequence's 1-wide weights (FeatureEmbeddingDict gives 1-wide
+LR tables ``MaskedSumPooling``, whatever the field's encoder) while the field's embedding is mean-pooled;
+dlrs-bench does the same with ``first_order_pooling: sum`` (the suite's setting), and the ``first-order
+term, genres pooled as the embedding`` rows show the default (``embedding``: the weights averaged like the
+embedding, k times smaller for a bag of k genres), which is a different function.
 
 Separately (``bilinear/senet same input`` rows): FuxiCTR's ``BilinearInteractionV2`` and
 ``SqueezeExcitation`` against dlrs-bench's ``Bilinear`` and ``SENET`` on the same tensor with the same
@@ -137,7 +137,16 @@ def dlrs_options(name: str, d: int) -> Any:
     spec = {"FiBiNET": {"name": "fibinet", "dnn": [500, 500, 500, 1]},
             "DeepFM": {"name": "deepfm", "dnn": [300, 300, 300, 1], "dropout": 0},
             "xDeepFM": {"name": "xdeepfm", "cin": [32, 32, 32], "dnn": [500, 500, 500, 1]}}[name]
-    return REGISTRY.get(spec["name"]).Options(embedding_dim=d, **spec)
+    return REGISTRY.get(spec["name"]).Options(embedding_dim=d, first_order_pooling="sum", **spec)
+
+
+def first_order_as_embedding(net: nn.Module, dense: torch.Tensor, pooled: Any, kjt: Any) -> torch.Tensor:
+    """``net``'s first-order term with the default ``first_order_pooling: embedding`` (bags averaged)."""
+    from dlrs_bench.models.layers import FirstOrder
+
+    plain = FirstOrder(NUM_DENSE, len(CATEGORICAL), net.first_order.d)
+    plain.load_state_dict(net.first_order.state_dict())
+    return plain(dense, pooled, torch.empty(0), kjt)
 
 
 def dlrs_model(name: str, d: int, seed: int, **overrides: Any) -> nn.Module:
@@ -156,15 +165,15 @@ def dlrs_model(name: str, d: int, seed: int, **overrides: Any) -> nn.Module:
     return build_model(opts, NUM_DENSE, features, embeddings).eval()
 
 
-def batch(size: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, Any, torch.Tensor]:
+def batch(size: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, Any]:
     """One batch both ways: FuxiCTR's dict (sequences 0-padded to MAX_LEN) and dlrs-bench's (dense, KJT).
-    Ids from 1 (0 is the padding row on both sides); genres bags of 1..3 ids. Also the bag lengths."""
+    Ids from 1 (0 is the padding row on both sides); genres bags of 1..3 ids."""
     from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
     g = torch.Generator().manual_seed(seed)
     dense = torch.randn(size, NUM_DENSE, generator=g)
     x: dict[str, torch.Tensor] = {f"dense_{k}": dense[:, k] for k in range(NUM_DENSE)}
-    values, lengths, bag_len = [], [], None
+    values, lengths = [], []
     for name, n, multi in CATEGORICAL:
         if multi:
             bag_len = torch.randint(1, 4, (size,), generator=g)
@@ -182,7 +191,7 @@ def batch(size: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, 
             lengths.append(torch.ones(size, dtype=torch.long))
     kjt = KeyedJaggedTensor(keys=[n for n, _, _ in CATEGORICAL], values=torch.cat(values),
                             lengths=torch.cat(lengths).to(torch.int32))
-    return x, dense, kjt, bag_len
+    return x, dense, kjt
 
 
 # ---------------------------------------------------------------- copying weights FuxiCTR → dlrs-bench
@@ -294,7 +303,7 @@ def compare_fibinet(zoo: Path, d: int, order: str, seed: int, size: int, rep: Re
                              for k in range(d)])
     copy_mlp(fuxi.dnn, net.dnn, cols)
 
-    x, dense, kjt, bag_len = batch(size, seed + 2)
+    x, dense, kjt = batch(size, seed + 2)
     with torch.no_grad():
         X = fuxi.get_inputs(x)
         fe = fuxi.embedding_layer(X)[:, pi]  # FuxiCTR's fields in dlrs-bench's order
@@ -317,13 +326,9 @@ def compare_fibinet(zoo: Path, d: int, order: str, seed: int, size: int, rep: Re
         p, q = net.bilinear_e(e), net.bilinear_v(v)
         both = torch.cat([p, q], dim=1).flatten(1)
         dnn = net.dnn(both)
-        lr = net.first_order(dense, pooled, e)
+        lr = net.first_order(dense, pooled, e, kjt)
+        lr_mean = first_order_as_embedding(net, dense, pooled, kjt)
         logit = net(dense, kjt)
-        # the genres' first-order term: FuxiCTR's LR sums a bag's weights (MaskedSumPooling), dlrs-bench
-        # pools them as the embedding (mean): lr_sum = lr + (len - 1) × the mean weight
-        w = net.embeddings.embedding_bags["t_genres"].weight[:, d]
-        genre_mean = torch.stack([w[x["genres"][r, :k]].mean() for r, k in enumerate(bag_len.tolist())])
-        lr_as_sum = lr + (bag_len - 1) * genre_mean
 
     rep.row("embeddings E [B, m, d]", e, fe)
     rep.row("SENET A [B, m]", a, fa)
@@ -340,11 +345,10 @@ def compare_fibinet(zoo: Path, d: int, order: str, seed: int, size: int, rep: Re
     with torch.no_grad():
         dnn_same_in = net.dnn(comb[:, cols])
     rep.row("DNN on FuxiCTR's [p, q] (columns permuted)", dnn_same_in, fdnn)
-    rep.row("first-order term (genres: mean vs sum)", lr, flr, same=False,
-            note="FuxiCTR's LR sum-pools a bag's 1-wide weights")
-    rep.row("first-order term, genres summed", lr_as_sum, flr)
-    rep.row("logit", logit, flogit, same=False)
-    rep.row("logit, genres' first order summed", logit - lr + lr_as_sum, flogit, same=bool(same_t.all()))
+    rep.row("first-order term (genres summed)", lr, flr)
+    rep.row("first-order term, genres pooled as the embedding", lr_mean, flr, same=False,
+            note="first_order_pooling: embedding averages a bag's weights")
+    rep.row("logit", logit, flogit, same=bool(same_t.all()))
 
 
 def same_input_layers(d: int, seed: int, rep: Report) -> None:
@@ -411,7 +415,7 @@ def compare_deepfm(zoo: Path, d: int, order: str, seed: int, size: int, rep: Rep
     pi = permutation(order)
     copy_inputs(fuxi, net, d)
     copy_mlp(fuxi.mlp, net.dnn, field_columns(pi, d))
-    x, dense, kjt, bag_len = batch(size, seed + 2)
+    x, dense, kjt = batch(size, seed + 2)
     with torch.no_grad():
         X = fuxi.get_inputs(x)
         fe = fuxi.embedding_layer(X)
@@ -421,14 +425,15 @@ def compare_deepfm(zoo: Path, d: int, order: str, seed: int, size: int, rep: Rep
         flogit = fuxi(x)["y_pred"].squeeze(-1)
         pooled = net.embeddings(kjt)
         e = net.inputs(dense, pooled)
-        lr = net.first_order(dense, pooled, e)
+        lr = net.first_order(dense, pooled, e, kjt)
+        lr_mean = first_order_as_embedding(net, dense, pooled, kjt)
         logit = net(dense, kjt)
     rep.row("embeddings E", e, fe[:, pi])
     rep.row("FM second order", fm_second_order(e), ffm)
     rep.row("DNN", net.dnn(e.flatten(1)), fdnn)
-    rep.row("first-order term (genres: mean vs sum)", lr, flr, same=False)
-    rep.row("logit", logit, flogit, same=False)
-    rep.row("logit − first-order (both sides)", logit - lr, flogit - flr)
+    rep.row("first-order term (genres summed)", lr, flr)
+    rep.row("first-order term, genres pooled as the embedding", lr_mean, flr, same=False)
+    rep.row("logit", logit, flogit)
 
 
 def compare_xdeepfm(zoo: Path, d: int, order: str, seed: int, size: int, rep: Report) -> None:
@@ -451,7 +456,7 @@ def compare_xdeepfm(zoo: Path, d: int, order: str, seed: int, size: int, rep: Re
         net.cin_out.weight.copy_(fuxi.cin.fc.weight)
         # FuxiCTR's CIN fc has a bias and its LR none; dlrs-bench the reverse: one bias either way
         net.first_order.bias.fill_(fuxi.cin.fc.bias.item())
-    x, dense, kjt, bag_len = batch(size, seed + 2)
+    x, dense, kjt = batch(size, seed + 2)
     with torch.no_grad():
         X = fuxi.get_inputs(x)
         fe = fuxi.embedding_layer(X)
@@ -461,15 +466,17 @@ def compare_xdeepfm(zoo: Path, d: int, order: str, seed: int, size: int, rep: Re
         flogit = fuxi(x)["y_pred"].squeeze(-1)
         pooled = net.embeddings(kjt)
         e = net.inputs(dense, pooled)
-        lr = net.first_order(dense, pooled, e)
+        lr = net.first_order(dense, pooled, e, kjt)
+        lr_mean = first_order_as_embedding(net, dense, pooled, kjt)
         cin = net.cin_out(net.cin(e)).squeeze(-1) + net.first_order.bias
         logit = net(dense, kjt)
     rep.row("embeddings E", e, fe[:, pi])
     rep.row("CIN + fc (+ bias)", cin, fcin)
     rep.row("DNN", net.dnn(e.flatten(1)), fdnn)
-    rep.row("first-order term without bias (genres: mean vs sum)", lr - net.first_order.bias, flr, same=False)
-    rep.row("logit", logit, flogit, same=False)
-    rep.row("logit − first-order without bias", logit - (lr - net.first_order.bias), flogit - flr)
+    rep.row("first-order term without bias (genres summed)", lr - net.first_order.bias, flr)
+    rep.row("first-order term without bias, genres pooled as the embedding", lr_mean - net.first_order.bias, flr,
+            same=False)
+    rep.row("logit", logit, flogit)
 
 
 COMPARE = {"FiBiNET": compare_fibinet, "DeepFM": compare_deepfm, "xDeepFM": compare_xdeepfm}

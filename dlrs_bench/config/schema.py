@@ -316,6 +316,9 @@ class Scenario(StrictModel):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
         if self.gpus > 0 and self.processes != 1:
             raise ValueError("processes is for CPU runs only; with gpus > 0 the rank count is gpus")
+        if getattr(self.model, "first_order_pooling", "embedding") == "sum" and self.compressor.pooling != "mean":
+            raise ValueError("model.first_order_pooling: sum needs compressor.pooling: mean (under sum pooling "
+                             "the first-order weights of a bag are summed already)")
         if self.train.batch_size < self.world_size:
             raise ValueError(f"train.batch_size {self.train.batch_size} is smaller than the {self.world_size} "
                              "ranks it is split over")

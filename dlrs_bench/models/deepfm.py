@@ -22,7 +22,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.data.base import SparseFeature
-from dlrs_bench.models.layers import FieldInputs, Head, first_order_term, hidden, init_weights
+from dlrs_bench.models.layers import FieldInputs, Head, first_order_term, hidden, init_weights, multi_hot_positions
 from dlrs_bench.models.options import DeepFMOptions
 
 
@@ -32,19 +32,20 @@ def fm_second_order(x: torch.Tensor) -> torch.Tensor:
 
 
 class DeepFM(nn.Module):
-    def __init__(self, num_dense: int, num_sparse: int, embeddings: nn.Module, options: DeepFMOptions) -> None:
+    def __init__(self, num_dense: int, num_sparse: int, embeddings: nn.Module, options: DeepFMOptions,
+                 bags: tuple[int, ...] = ()) -> None:
         super().__init__()
         self.embeddings = embeddings
         self.inputs = FieldInputs.from_options(num_dense, num_sparse, options)
         width = self.inputs.num_fields * options.dim
-        self.first_order = first_order_term(options, num_dense, num_sparse, self.inputs.num_fields)
+        self.first_order = first_order_term(options, num_dense, num_sparse, self.inputs.num_fields, bags)
         self.dnn = Head(width, hidden(options.widths(options.dnn, over_arch=True)), options.dropout)
         init_weights(self, options.init, skip=embeddings)
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         pooled = self.embeddings(sparse)
         x = self.inputs(dense, pooled)  # [B, m, d]
-        return self.first_order(dense, pooled, x) + fm_second_order(x) + self.dnn(x.flatten(1))
+        return self.first_order(dense, pooled, x, sparse) + fm_second_order(x) + self.dnn(x.flatten(1))
 
     def flops_per_sample(self) -> int:
         return self.inputs.flops() + self.first_order.flops() + self.dnn.flops()
@@ -55,4 +56,4 @@ class DeepFMBuilder:
 
     @staticmethod
     def build(options: DeepFMOptions, num_dense: int, features: list[SparseFeature], embeddings: nn.Module) -> DeepFM:
-        return DeepFM(num_dense, len(features), embeddings, options)
+        return DeepFM(num_dense, len(features), embeddings, options, multi_hot_positions(features))

@@ -39,7 +39,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.data.base import SparseFeature
-from dlrs_bench.models.layers import FieldInputs, Head, first_order_term, hidden, init_weights
+from dlrs_bench.models.layers import FieldInputs, Head, first_order_term, hidden, init_weights, multi_hot_positions
 from dlrs_bench.models.options import FiBiNETOptions
 
 BILINEAR_TYPES = ("field_all", "field_each", "field_interaction")
@@ -113,7 +113,8 @@ class Bilinear(nn.Module):
 
 
 class FiBiNET(nn.Module):
-    def __init__(self, num_dense: int, num_sparse: int, embeddings: nn.Module, options: FiBiNETOptions) -> None:
+    def __init__(self, num_dense: int, num_sparse: int, embeddings: nn.Module, options: FiBiNETOptions,
+                 bags: tuple[int, ...] = ()) -> None:
         super().__init__()
         self.embeddings = embeddings
         self.inputs = FieldInputs.from_options(num_dense, num_sparse, options)
@@ -124,7 +125,7 @@ class FiBiNET(nn.Module):
         self.senet = SENET(self.m, options.reduction, options.excitation)
         self.bilinear_e = Bilinear(self.m, self.d, options.bilinear)  # p: on the embeddings E
         self.bilinear_v = Bilinear(self.m, self.d, options.bilinear)  # q: on the SENET output V
-        self.first_order = first_order_term(options, num_dense, num_sparse, self.m)
+        self.first_order = first_order_term(options, num_dense, num_sparse, self.m, bags)
         pairs = self.m * (self.m - 1) // 2
         self.dnn = Head(2 * pairs * self.d, hidden(options.widths(options.dnn, over_arch=True)))
         init_weights(self, options.init, skip=embeddings)
@@ -135,7 +136,7 @@ class FiBiNET(nn.Module):
         if self.order is not None:
             e = e[:, self.order]
         both = torch.cat([self.bilinear_e(e), self.bilinear_v(self.senet(e))], dim=1).flatten(1)
-        return self.first_order(dense, pooled, e) + self.dnn(both)
+        return self.first_order(dense, pooled, e, sparse) + self.dnn(both)
 
     def flops_per_sample(self) -> int:
         return (self.inputs.flops() + self.senet.flops() + self.bilinear_e.flops() + self.bilinear_v.flops()
@@ -147,4 +148,4 @@ class FiBiNETBuilder:
 
     @staticmethod
     def build(options: FiBiNETOptions, num_dense: int, features: list[SparseFeature], embeddings: nn.Module) -> FiBiNET:
-        return FiBiNET(num_dense, len(features), embeddings, options)
+        return FiBiNET(num_dense, len(features), embeddings, options, multi_hot_positions(features))

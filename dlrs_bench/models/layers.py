@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from torchrec.modules.mlp import MLP
-from torchrec.sparse.jagged_tensor import KeyedTensor
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from dlrs_bench.models.base import linear_flops
 
@@ -76,8 +76,11 @@ class FirstOrder(nn.Module):
     """FM's first-order term with a weight per id: b + Σ_f w[x_f] + Σ_k u_k x_k → ``[B]``.
 
     w is column d of every table row (:meth:`WithFirstOrder.table_width`), pooled as the embedding
-    (a multi-hot bag sums its ids' weights); u ``[num_dense]`` is the dense features' weight (FuxiCTR's
-    numeric ``Linear(1, 1, bias=False)`` per feature) and b a bias initialised to 0, as FuxiCTR's
+    (a multi-hot bag sums its ids' weights under ``compressor.pooling: sum``, averages them under mean);
+    ``sum_bags`` lists the multi-hot features whose mean-pooled weight is multiplied back by the bag's
+    length, so that their bags sum their weights as FuxiCTR's 1-wide first-order tables do
+    (``first_order_pooling: sum``). u ``[num_dense]`` is the dense features' weight (FuxiCTR's numeric
+    ``Linear(1, 1, bias=False)`` per feature) and b a bias initialised to 0, as FuxiCTR's
     ``LogisticRegression`` (fuxictr/pytorch/layers/blocks/logistic_regression.py). u starts as
     ``nn.Linear(1, 1)``'s weight would, U(-1, 1), until :func:`init_weights` says otherwise.
 
@@ -85,17 +88,26 @@ class FirstOrder(nn.Module):
         num_dense: dense input features.
         num_sparse: F.
         dim: d, the column that holds w.
+        sum_bags: positions (in the F features) of the bags whose weights are summed, not averaged.
     """
 
-    def __init__(self, num_dense: int, num_sparse: int, dim: int) -> None:
+    def __init__(self, num_dense: int, num_sparse: int, dim: int, sum_bags: tuple[int, ...] = ()) -> None:
         super().__init__()
         self.num_sparse, self.d = num_sparse, dim
         self.dense_weight = nn.Parameter(torch.empty(num_dense).uniform_(-1.0, 1.0))
         self.bias = nn.Parameter(torch.zeros(1))
+        mask = torch.zeros(num_sparse, dtype=torch.bool)
+        mask[list(sum_bags)] = True
+        self.register_buffer("sum_bags", mask if sum_bags else None, persistent=False)
 
-    def forward(self, dense: torch.Tensor, pooled: KeyedTensor, x: torch.Tensor) -> torch.Tensor:
-        """``dense`` ``[B, num_dense]`` and the F pooled rows (width > d) → ``[B]`` (``x`` unused)."""
+    def forward(self, dense: torch.Tensor, pooled: KeyedTensor, x: torch.Tensor,
+                sparse: KeyedJaggedTensor) -> torch.Tensor:
+        """``dense`` ``[B, num_dense]``, the F pooled rows (width > d) and their bags ``sparse`` → ``[B]``
+        (``x`` unused)."""
         w = rows(pooled, self.num_sparse)[..., self.d]  # [B, F]
+        if self.sum_bags is not None:  # mean × length = sum; lengths are key-major [F, B]
+            lengths = sparse.lengths().unflatten(0, (self.num_sparse, -1)).t().to(w.dtype)
+            w = torch.where(self.sum_bags, w * lengths, w)
         return w.sum(1) + dense @ self.dense_weight + self.bias
 
     def flops(self) -> int:
@@ -110,17 +122,25 @@ class FieldsLinear(nn.Module):
         super().__init__()
         self.linear = nn.Linear(num_fields * dim, 1)
 
-    def forward(self, dense: torch.Tensor, pooled: KeyedTensor, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, dense: torch.Tensor, pooled: KeyedTensor, x: torch.Tensor,
+                sparse: KeyedJaggedTensor) -> torch.Tensor:
         return self.linear(x.flatten(1)).squeeze(-1)
 
     def flops(self) -> int:
         return 2 * self.linear.in_features
 
 
-def first_order_term(options: Any, num_dense: int, num_sparse: int, num_fields: int) -> FirstOrder | FieldsLinear:
-    """The first-order term a model's ``first_order`` option names (``WithFirstOrder``)."""
+def multi_hot_positions(features: list[Any]) -> tuple[int, ...]:
+    """Positions of the multi-hot features (``SparseFeature.multi_hot``) in ``features``."""
+    return tuple(i for i, f in enumerate(features) if f.multi_hot)
+
+
+def first_order_term(options: Any, num_dense: int, num_sparse: int, num_fields: int,
+                     bags: tuple[int, ...] = ()) -> FirstOrder | FieldsLinear:
+    """The first-order term a model's ``first_order`` option names (``WithFirstOrder``); ``bags`` are
+    the positions of the multi-hot features (summed under ``first_order_pooling: sum``)."""
     if options.first_order == "per_id":
-        return FirstOrder(num_dense, num_sparse, options.dim)
+        return FirstOrder(num_dense, num_sparse, options.dim, bags if options.first_order_pooling == "sum" else ())
     return FieldsLinear(num_fields, options.dim)
 
 

@@ -87,12 +87,22 @@ class WithFirstOrder(WithBottomMLP):
     embedding per feature and a bias). The weight is stored as one more column of the feature's table
     (rows of d + 1 floats), so it is pooled like the embedding, counted in the tables' size and
     compressed with them.
-    ``fields``: one Linear over the flattened field embeddings, m d weights + a bias (dlrs-bench before
-    issue 13; an ablation)."""
+    ``fields``: one Linear over the flattened field embeddings, m d weights + a bias (an ablation)."""
 
     first_order: Literal["per_id", "fields"] = Field(
         "per_id", description="per_id: a weight per id (one more table column) + u . dense + b, as the paper "
                               "and FuxiCTR; fields: a Linear over the m d field values")
+
+    first_order_pooling: Literal["embedding", "sum"] = Field(
+        "embedding", description="per_id only: how a multi-hot bag pools its ids' first-order weights. embedding: "
+                                 "as the embedding (compressor.pooling); sum: summed, as FuxiCTR's 1-wide first-order "
+                                 "tables, under compressor.pooling: mean (the pooled weight times the bag's length)")
+
+    @model_validator(mode="after")
+    def _sum_needs_per_id(self) -> WithFirstOrder:
+        if self.first_order_pooling == "sum" and self.first_order != "per_id":
+            raise ValueError("first_order_pooling: sum is for first_order: per_id (fields has no per-id weights)")
+        return self
 
     def table_width(self) -> int:
         return self.dim + (self.first_order == "per_id")

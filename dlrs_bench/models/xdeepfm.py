@@ -36,7 +36,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from dlrs_bench.data.base import SparseFeature
-from dlrs_bench.models.layers import FieldInputs, Head, first_order_term, hidden, init_weights
+from dlrs_bench.models.layers import FieldInputs, Head, first_order_term, hidden, init_weights, multi_hot_positions
 from dlrs_bench.models.options import XDeepFMOptions
 
 
@@ -95,13 +95,14 @@ class CIN(nn.Module):
 
 
 class XDeepFM(nn.Module):
-    def __init__(self, num_dense: int, num_sparse: int, embeddings: nn.Module, options: XDeepFMOptions) -> None:
+    def __init__(self, num_dense: int, num_sparse: int, embeddings: nn.Module, options: XDeepFMOptions,
+                 bags: tuple[int, ...] = ()) -> None:
         super().__init__()
         self.d = options.dim
         self.embeddings = embeddings
         self.inputs = FieldInputs.from_options(num_dense, num_sparse, options)
         m = self.inputs.num_fields
-        self.first_order = first_order_term(options, num_dense, num_sparse, m)
+        self.first_order = first_order_term(options, num_dense, num_sparse, m, bags)
         self.cin = CIN(m, options.widths(options.cin), options.cin_activation, options.cin_bias, options.split_half)
         self.cin_out = nn.Linear(self.cin.out_features, 1, bias=False)
         nn.init.xavier_normal_(self.cin_out.weight)
@@ -111,7 +112,8 @@ class XDeepFM(nn.Module):
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         pooled = self.embeddings(sparse)
         x = self.inputs(dense, pooled)
-        return self.first_order(dense, pooled, x) + self.cin_out(self.cin(x)).squeeze(-1) + self.dnn(x.flatten(1))
+        cin = self.cin_out(self.cin(x)).squeeze(-1)
+        return self.first_order(dense, pooled, x, sparse) + cin + self.dnn(x.flatten(1))
 
     def flops_per_sample(self) -> int:
         return (self.inputs.flops() + self.first_order.flops() + self.cin.flops(self.d)
@@ -123,4 +125,4 @@ class XDeepFMBuilder:
 
     @staticmethod
     def build(options: XDeepFMOptions, num_dense: int, features: list[SparseFeature], embeddings: nn.Module) -> XDeepFM:
-        return XDeepFM(num_dense, len(features), embeddings, options)
+        return XDeepFM(num_dense, len(features), embeddings, options, multi_hot_positions(features))

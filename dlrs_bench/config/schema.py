@@ -8,12 +8,14 @@ and validated by that plugin's own options model (see :func:`validate_scenario`)
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -59,6 +61,9 @@ class DatasetOptions(StrictModel):
     the first rows of one fixed permutation (``subset_seed``), so a smaller subset is always
     contained in a larger one (data-scaling sweeps).
     """
+
+    #: The task family of the data (dlrs_bench/engine/task.py): "ctr" or "retrieval".
+    task: ClassVar[str] = "ctr"
 
     name: str
     num_samples: PositiveInt | None = Field(None, description="train rows to keep (nested subsets)")
@@ -110,6 +115,9 @@ class ScaleSpec(StrictModel):
 
 class ModelOptions(StrictModel):
     """Options common to every model plugin; plugins subclass it."""
+
+    #: The task families the model serves (dlrs_bench/engine/task.py).
+    tasks: ClassVar[tuple[str, ...]] = ("ctr",)
 
     name: str
     embedding_dim: PositiveInt = Field(16, description="embedding dimension d of every table (before scale.dim)")
@@ -164,6 +172,26 @@ class CompressorOptions(StrictModel):
         raise NotImplementedError(f"compressor {self.kind!r} has no plan")
 
 
+def _metric_name(name: str) -> str:
+    if name in ("auc", "logloss", "ne") or re.fullmatch(r"(hr|ndcg)@[1-9][0-9]*|mrr", name):
+        return name
+    raise ValueError(f"unknown metric {name!r}: auc, logloss, ne (ctr); hr@K, ndcg@K, mrr (retrieval; K >= 1)")
+
+
+#: A metric of an evaluation: auc, logloss, ne (the ctr task); hr@K, ndcg@K, mrr (retrieval).
+MetricName = Annotated[str, AfterValidator(_metric_name)]
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger ``metric`` is better (all but LogLoss and NE)."""
+    return metric not in ("logloss", "ne")
+
+
+def metric_task(metric: str) -> str:
+    """The task family whose evaluations report ``metric``."""
+    return "ctr" if metric in ("auc", "logloss", "ne") else "retrieval"
+
+
 class ConstantSchedule(StrictModel):
     """The learning rate stays at ``train.lr``."""
 
@@ -188,7 +216,7 @@ class PlateauSchedule(StrictModel):
     patience: NonNegativeInt = Field(0, description="evaluations without improvement tolerated before a reduction")
     min_lr: float = Field(1e-6, ge=0, description="floor of the reduced learning rate")
     min_delta: float = Field(1e-6, ge=0, description="smallest change of the metric that counts as improvement")
-    metric: Literal["auc", "logloss", "ne"] | None = Field(None, description="metric watched (default: target.metric)")
+    metric: MetricName | None = Field(None, description="metric watched (default: target.metric)")
 
 
 class MLPerfDLRMSchedule(StrictModel):
@@ -275,22 +303,24 @@ class DistributedSpec(StrictModel):
 
 
 class TargetSpec(StrictModel):
-    """Quality target: AUC must rise to ``value``; LogLoss and NE must fall to it."""
+    """Quality target: AUC, HR@K, NDCG@K and MRR must rise to ``value``; LogLoss and NE must fall to it."""
 
-    metric: Literal["auc", "logloss", "ne"] = "auc"
+    metric: MetricName = "auc"
     value: float
 
     @model_validator(mode="after")
     def _value_in_range(self) -> TargetSpec:
         if self.metric == "auc" and not 0.5 < self.value < 1.0:
             raise ValueError(f"target AUC must lie in (0.5, 1), got {self.value}")
-        if self.metric != "auc" and self.value <= 0:
+        if self.metric in ("logloss", "ne") and self.value <= 0:
             raise ValueError(f"target {self.metric} must be > 0, got {self.value}")
+        if self.metric not in ("auc", "logloss", "ne") and not 0 < self.value <= 1:
+            raise ValueError(f"target {self.metric} must lie in (0, 1], got {self.value}")
         return self
 
     @property
     def higher_is_better(self) -> bool:
-        return self.metric == "auc"
+        return higher_is_better(self.metric)
 
     def reached_by(self, value: float) -> bool:
         return value >= self.value if self.higher_is_better else value <= self.value
@@ -319,6 +349,17 @@ class Scenario(StrictModel):
         if getattr(self.model, "first_order_pooling", "embedding") == "sum" and self.compressor.pooling != "mean":
             raise ValueError("model.first_order_pooling: sum needs compressor.pooling: mean (under sum pooling "
                              "the first-order weights of a bag are summed already)")
+        if self.dataset.task not in self.model.tasks:
+            raise ValueError(f"model {self.model.name!r} serves the {' and '.join(self.model.tasks)} task, dataset "
+                             f"{self.dataset.name!r} is {self.dataset.task} data")
+        watched = [("target.metric", self.target.metric)]
+        if isinstance(self.train.lr_schedule, PlateauSchedule) and self.train.lr_schedule.metric:
+            watched.append(("train.lr_schedule.metric", self.train.lr_schedule.metric))
+        for where, metric in watched:
+            if metric_task(metric) != self.dataset.task:
+                raise ValueError(f"{where} {metric!r} is not reported by {self.dataset.task} evaluations (dataset "
+                                 f"{self.dataset.name!r}): " + ("auc, logloss or ne" if self.dataset.task == "ctr"
+                                                                else "hr@K, ndcg@K or mrr"))
         if self.train.batch_size < self.world_size:
             raise ValueError(f"train.batch_size {self.train.batch_size} is smaller than the {self.world_size} "
                              "ranks it is split over")

@@ -43,6 +43,7 @@ from dlrs_bench.engine.distributed import (
 )
 from dlrs_bench.engine.optim import OptimizerGroup, build_optimizer
 from dlrs_bench.engine.schedules import LrControl, build_schedule
+from dlrs_bench.engine.task import TASKS, Task
 from dlrs_bench.errors import UserInputError
 from dlrs_bench.measure.memory import MemorySampler
 from dlrs_bench.measure.metrics import all_metrics
@@ -241,14 +242,38 @@ def evaluate(model: nn.Module, split: CTRSplit, keys: list[str], batch_size: int
     return all_metrics(logits, torch.from_numpy(split.labels()), train_ctr)
 
 
-def best_evaluation(curve: list[dict[str, Any]], target: TargetSpec) -> dict[str, Any] | None:
-    """The evaluation with the best target metric (the first of equals), with its epoch; None
-    without evaluations (a run that diverged before its first)."""
+class CTRTask:
+    """The ``ctr`` task family (:mod:`dlrs_bench.engine.task`): dense features and pooled bags of a
+    :class:`~dlrs_bench.data.base.CTRDataset`, binary cross-entropy, AUC / LogLoss / NE."""
+
+    metric_names = ("auc", "logloss", "ne")
+    finite_metric = "logloss"  # finite logits give a finite LogLoss
+
+    def prepare(self, spec: Scenario, dataset: CTRDataset, device: torch.device, ranks: Ranks) -> Prepared:
+        return prepare(spec, dataset, device, ranks)
+
+    def train_batches(self, spec: Scenario, dataset: CTRDataset, seed: int, ranks: Ranks,
+                      device: torch.device) -> Iterator[Batch]:
+        return iter_batches(dataset.splits["train"], spec.train.batch_size, dataset.feature_names, seed, ranks.rank,
+                            ranks.world, workers=reader_threads(device, ranks))
+
+    def evaluate(self, model: nn.Module, spec: Scenario, dataset: CTRDataset, device: torch.device,
+                 ranks: Ranks) -> dict[str, float]:
+        cfg = spec.train
+        return evaluate(model, dataset.splits[cfg.eval_split], dataset.feature_names,
+                        cfg.eval_batch_size or 4 * cfg.batch_size, device, dataset.splits["train"].ctr, ranks,
+                        cfg.precision)
+
+
+def best_evaluation(curve: list[dict[str, Any]], target: TargetSpec, metric_names: tuple[str, ...]
+                    ) -> dict[str, Any] | None:
+    """The evaluation with the best target metric (the first of equals): its ``metric_names``, epoch and
+    samples; None without evaluations (a run that diverged before its first)."""
     if not curve:
         return None
     sign = 1 if target.higher_is_better else -1
     best = max(curve, key=lambda point: sign * point[target.metric])
-    return {k: best[k] for k in ("auc", "logloss", "ne", "epoch", "samples")}
+    return {k: best[k] for k in (*metric_names, "epoch", "samples")}
 
 
 def train(
@@ -264,25 +289,23 @@ def train(
 
     On N ranks every rank calls this; all return the same outcome (rank 0's timings)."""
     cfg = spec.train
+    task: Task = TASKS.get(spec.dataset.task)()
     train_split, eval_split = dataset.splits["train"], dataset.splits[cfg.eval_split]
     try:  # validate refuses it where the train split's size is known without the data
         cfg.check_batch(len(train_split))
     except ValueError as e:
         raise UserInputError(f"train.{e}") from None
-    keys = dataset.feature_names
-    train_ctr = train_split.ctr
     global_rows = global_batch_rows(len(train_split), cfg.batch_size, ranks.world)
 
     with MemorySampler(device) as memory:
         log.start("init_start")
         seed_everything(seed)
-        prepared = prepare(spec, dataset, device, ranks)
+        prepared = task.prepare(spec, dataset, device, ranks)
         pipeline = prepared.pipeline
         lr = LrControl(build_schedule(cfg, spec.target.metric), prepared.optimizer.param_groups)
         steps_per_epoch = len(global_rows)
         max_steps = max(1, math.ceil(cfg.max_epochs * steps_per_epoch))
         eval_interval = max(1, round(cfg.eval_every * steps_per_epoch))
-        eval_batch = cfg.eval_batch_size or 4 * cfg.batch_size
         for key, value in (("seed", seed), ("global_batch_size", cfg.batch_size), ("opt_name", cfg.optimizer),
                            ("opt_base_learning_rate", cfg.lr), ("train_samples", len(train_split)),
                            ("eval_samples", len(eval_split)), ("world_size", ranks.world)):
@@ -314,9 +337,8 @@ def train(
             t0 = time.perf_counter()
             epoch_num = samples / len(train_split)
             log.start("eval_start", epoch_num=epoch_num)
-            metrics = evaluate(pipeline.eval_model(), eval_split, keys, eval_batch, device, train_ctr, ranks,
-                               cfg.precision)
-            if not math.isfinite(metrics["logloss"]):  # finite logits give a finite LogLoss
+            metrics = task.evaluate(pipeline.eval_model(), spec, dataset, device, ranks)
+            if not math.isfinite(metrics[task.finite_metric]):
                 eval_time += time.perf_counter() - t0
                 diverged = {"step": step, "cause": "non-finite predictions"}
                 log.event("diverged", diverged["cause"], step=step)
@@ -340,8 +362,7 @@ def train(
         last = None
         while not stop:
             log.start("epoch_start", epoch_num=epoch)
-            batches = iter_batches(train_split, cfg.batch_size, keys, seed * 1_000_003 + epoch, ranks.rank,
-                                   ranks.world, workers=reader_threads(device, ranks))
+            batches = task.train_batches(spec, dataset, seed * 1_000_003 + epoch, ranks, device)
             if device.type == "cuda":  # overlap reading with the step (on CPU it only competes for the cores)
                 # TorchRec's sharded pipeline copies batches itself (from pinned memory)
                 batches = prefetch(batches, device, copy=isinstance(pipeline, LocalPipeline))
@@ -387,7 +408,7 @@ def train(
                        "placement": prepared.placement, "per_rank": per_rank}
     return TrainOutcome(
         metrics=last,
-        best_metrics=best_evaluation(curve, spec.target),
+        best_metrics=best_evaluation(curve, spec.target, task.metric_names),
         target={"metric": spec.target.metric, "value": spec.target.value, "reached": reached_at is not None,
                 "time_to_target_s": None, "epochs_to_target": None, "samples_to_target": None,
                 **(reached_at or {})},

@@ -1,0 +1,1 @@
+"""Sequential recommendation: sequence data, encoders, retrieval/ranking tasks."""

@@ -84,12 +84,15 @@ def test_fuxictr_side_by_side_judges_parity_in_both_directions(tmp_path):
     """``tools/fuxictr_compare.py table``: FuxiCTR's summary against dlrs-bench's finished runs of the same
     model (failed runs left out), mean ± std over seeds and the difference, judged two-sided: within 0.002 a
     match; beyond it and beyond twice the standard error of the difference a mismatch, higher or lower; else
-    inconclusive. The variants of several ``run`` files side by side, a variant in two files refused, runs of
-    another protocol refused."""
+    inconclusive. The variants of several ``run`` files side by side, more seeds of a variant pooled, a seed in
+    two files refused, runs of another protocol refused."""
     import json
 
-    def summary(auc: float, std: float = 0.001) -> dict:
-        return {"summary": {"valid_auc": {"mean": auc, "std": std}},
+    def summary(auc: float, std: float = 0.001, aucs: tuple[float, ...] = (), seeds: tuple[int, ...] = (0, 1, 2)
+                ) -> dict:
+        runs = [{"seed": s, "valid": {"AUC": a, "logloss": 0.5}, "test": {"AUC": a, "logloss": 0.5}}
+                for s, a in zip(seeds, aucs or [auc] * len(seeds))]
+        return {"summary": {"valid_auc": {"mean": auc, "std": std}}, "runs": runs, "model_args": {}, "training": {},
                 "params": {"total": 1000, "embedding": 600, "first_order": 10, "dense": 390}}
 
     protocol = {"embedding_dim": 16, "batch_size": 512, "lr": 0.001, "epochs": 2, "seeds": [0, 1, 2]}
@@ -98,6 +101,9 @@ def test_fuxictr_side_by_side_judges_parity_in_both_directions(tmp_path):
         "DCNv2 stacked": summary(0.8080), "DeepFM": summary(0.8000), "xDeepFM": summary(0.8000, std=0.004),
         "FiBiNET": summary(0.8), "AutoInt+": summary(0.8000)}}))
     wukong.write_text(json.dumps({"protocol": protocol, "models": {"WuKong": summary(0.8050)}}))
+    more = tmp_path / "fuxictr_wukong_more.json"
+    more.write_text(json.dumps({"protocol": {**protocol, "seeds": [3, 4]},
+                                "models": {"WuKong": summary(0.805, aucs=(0.8070, 0.8030), seeds=(3, 4))}}))
     runs = [("dcnv2", "stacked", 0.8070, "not_reached"), ("dcnv2", "stacked", 0.8076, "reached"),
             ("dcnv2", "parallel", 0.9, "reached"), ("deepfm", None, 0.7950, "reached"),
             ("deepfm", None, 0.99, "failed"), ("wukong", None, 0.8060, "reached"), ("autoint", None, 0.8060, "reached"),
@@ -106,9 +112,10 @@ def test_fuxictr_side_by_side_judges_parity_in_both_directions(tmp_path):
     for i, (name, structure, auc, status) in enumerate(runs):
         fuxictr_result(tmp_path / "r" / "s" / f"id{i}", name, structure, auc, status,
                        train={"lr_schedule": {"kind": "plateau"}}, dataset={"vocabulary": "train"})
-    out = run_tool("fuxictr_compare.py", "table", "--fuxictr", str(fuxictr), str(wukong),
+    out = run_tool("fuxictr_compare.py", "table", "--fuxictr", str(fuxictr), str(wukong), str(more),
                    "--results", str(tmp_path / "r"))
-    assert out.splitlines()[0] == f"protocol {protocol}; dlrs-bench with FuxiCTR's schedule, vocabulary"
+    pooled = {**protocol, "seeds": [0, 1, 2, 3, 4]}
+    assert out.splitlines()[0] == f"protocol {pooled}; dlrs-bench with FuxiCTR's schedule, vocabulary"
     # 2 SE = 2 sqrt(0.001² / 3 + 0.000424² / 2) = 0.0013
     assert ("| DCNv2 stacked | 0.8080 ± 0.0010 | 0.8073 ± 0.0004 (2) | -0.0007 | 0.0013 | match | 1,000 (610) "
             "| 2,000 (700) |") in out
@@ -117,13 +124,14 @@ def test_fuxictr_side_by_side_judges_parity_in_both_directions(tmp_path):
     # 2 SE = 2 sqrt(0.004² / 3 + 0.002² / 3) = 0.0052 > |Δ| 0.0050 > 0.002: the seeds spread too much to tell
     assert "| xDeepFM | 0.8000 ± 0.0040 | 0.8050 ± 0.0020 (3) | +0.0050 | 0.0052 | inconclusive |" in out
     assert "| FiBiNET | 0.8000 ± 0.0010 | – |" in out
-    assert "| WuKong | 0.8050 ± 0.0010 | 0.8060 ± 0.0000 (1) | +0.0010 | 0.0012 | match |" in out
+    # WuKong's 5 pooled seeds: 0.805 × 3, 0.807, 0.803 → std sqrt(2 × 0.002² / 4) = 0.0014; 2 SE = 2 × 0.0014 / √5
+    assert "| WuKong | 0.8050 ± 0.0014 | 0.8060 ± 0.0000 (1) | +0.0010 | 0.0013 | match |" in out
     assert [line.split(" |")[0] for line in out.splitlines()[4:]] == [
         "| DCNv2 stacked", "| DeepFM", "| xDeepFM", "| FiBiNET", "| AutoInt+", "| WuKong"]  # the files' order
     twice = subprocess.run([sys.executable, str(ROOT / "tools" / "fuxictr_compare.py"), "table", "--fuxictr",
                             str(fuxictr), str(wukong), str(wukong), "--results", str(tmp_path / "r")],
                            capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert twice.returncode != 0 and "WuKong is also in an earlier --fuxictr file" in twice.stderr
+    assert twice.returncode != 0 and "WuKong seed(s) [0, 1, 2] also in an earlier --fuxictr file" in twice.stderr
     fuxictr_result(tmp_path / "r" / "s" / "d32", "deepfm", None, 0.80, dim=32)
     other = subprocess.run([sys.executable, str(ROOT / "tools" / "fuxictr_compare.py"), "table", "--fuxictr",
                             str(fuxictr), "--results", str(tmp_path / "r")],

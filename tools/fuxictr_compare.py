@@ -421,10 +421,7 @@ def run(args: argparse.Namespace) -> None:
             "template_keys_not_used_by_model": sorted(ignored_keys(cls, config[template])),
             "params": runs[0]["params"],
             "runs": runs,
-            "summary": {"valid_auc": mean_std([r["valid"]["AUC"] for r in runs]),
-                        "test_auc": mean_std([r["test"]["AUC"] for r in runs]),
-                        "valid_logloss": mean_std([r["valid"]["logloss"] for r in runs]),
-                        "test_logloss": mean_std([r["test"]["logloss"] for r in runs])},
+            "summary": run_summary(runs),
         }
 
     output = {
@@ -465,19 +462,42 @@ DLRS_MODEL = {"DCNv2 stacked": ("dcnv2", "stacked"), "DCNv2 parallel": ("dcnv2",
               "AutoInt+": ("autoint", None), "WuKong": ("wukong", None)}
 
 
+def run_summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean ± std over ``runs`` of the validation and test AUC and LogLoss."""
+    return {f"{split}_{metric.lower()}": mean_std([r[split][metric] for r in runs])
+            for metric in ("AUC", "logloss") for split in ("valid", "test")}
+
+
 def merge_runs(paths: list[Path]) -> dict[str, Any]:
-    """The ``models`` of several JSON files written by ``run`` (e.g. one per ``--models`` subset), in
-    order. A variant in two files, or files run under different protocols, are refused."""
+    """The ``models`` of several JSON files written by ``run``, in order: other variants (e.g. one file per
+    ``--models`` subset) or more seeds of the same variant (runs pooled, summary recomputed). Files run
+    under different protocols (seeds aside), the same seed twice, or a variant configured differently in
+    two files are refused."""
     merged: dict[str, Any] = {"models": {}}
     for path in paths:
         runs = json.loads(path.read_text())
-        if "protocol" in merged and runs.get("protocol") != merged["protocol"]:
-            raise SystemExit(f"{path}: protocol {runs.get('protocol')} differs from {paths[0]}'s {merged['protocol']}")
-        merged.setdefault("protocol", runs.get("protocol"))
+        protocol = dict(runs.get("protocol") or {})
+        seeds = protocol.pop("seeds", None) or []
+        if "protocol" in merged:
+            known = {k: v for k, v in merged["protocol"].items() if k != "seeds"}
+            if protocol != known:
+                raise SystemExit(f"{path}: protocol {runs.get('protocol')} differs from {paths[0]}'s "
+                                 f"{merged['protocol']} (seeds aside)")
+            merged["protocol"]["seeds"] = sorted(set(merged["protocol"]["seeds"]) | set(seeds))
+        else:
+            merged["protocol"] = {**protocol, "seeds": sorted(seeds)}
         for name, result in runs["models"].items():
-            if name in merged["models"]:
-                raise SystemExit(f"{path}: {name} is also in an earlier --fuxictr file")
-            merged["models"][name] = result
+            if name not in merged["models"]:
+                merged["models"][name] = result
+                continue
+            earlier = merged["models"][name]
+            if earlier["model_args"] != result["model_args"] or earlier["training"] != result["training"]:
+                raise SystemExit(f"{path}: {name} is configured differently than in an earlier --fuxictr file")
+            twice = {r["seed"] for r in earlier["runs"]} & {r["seed"] for r in result["runs"]}
+            if twice:
+                raise SystemExit(f"{path}: {name} seed(s) {sorted(twice)} also in an earlier --fuxictr file")
+            pooled = earlier["runs"] + result["runs"]
+            merged["models"][name] = {**earlier, "runs": pooled, "summary": run_summary(pooled)}
     return merged
 
 

@@ -11,9 +11,11 @@ Users scale with ``BENCH_ROWS`` (default 1,048,576: the sizes above), as the CTR
 
 Each benchmark makes one pass over the train split and records ``samples_per_s`` and, measured in the same test
 (same process, same load), ``ratio_vs_plain`` = its rate / the rate of ``np.take`` of exactly the events
-its batches hold (items and timestamps, from the same memory maps) and ``ratio_vs_row_loop`` = its rate /
-the rate of a Python loop over the samples copying each one's slices into the padded matrices; plus the
-threads (``torch`` and numpy run on one) and the 1-minute load average.
+its batches hold (items and timestamps, from the same memory maps, positions computed beforehand) and
+``ratio_vs_row_loop`` = its rate / the rate of a Python loop over the samples copying each one's slices
+into the three padded matrices (the same outputs); plus the threads (``torch`` and numpy run on one) and
+the 1-minute load average. (The pipeline itself copies rows one by one only when they are long:
+``ROW_COPY_EVENTS`` in dlrs_bench/sequential/batches.py.)
 """
 
 from __future__ import annotations
@@ -81,17 +83,19 @@ def plain_pass(split: SequenceSplit, max_len: int, batch: int) -> Callable[[], i
 
 
 def row_loop_pass(split: SequenceSplit, max_len: int, batch: int) -> Callable[[], int]:
-    """The same events copied sample by sample (a Python loop over B) into zero-padded matrices."""
+    """The batches' inputs, timestamps and targets copied sample by sample (a Python loop over B, one slice
+    copy per sample and matrix) into zero-padded matrices, from windows computed beforehand."""
     parts = windows(split, max_len, batch)
     items, times = split.cache.items, split.cache.timestamps
 
     def read() -> int:
         for begins, events in parts:
-            width = int(events.max())
-            x, t = np.zeros((len(begins), width), np.int64), np.zeros((len(begins), width), np.int64)
-            for row, (b, n) in enumerate(zip(begins.tolist(), events.tolist())):
+            shape = (len(begins), int(events.max()) - 1)
+            x, t, y = np.zeros(shape, np.int64), np.zeros(shape, np.int64), np.zeros(shape, np.int64)
+            for row, (b, n) in enumerate(zip(begins.tolist(), (events - 1).tolist())):
                 x[row, :n] = items[b : b + n]
                 t[row, :n] = times[b : b + n]
+                y[row, :n] = items[b + 1 : b + 1 + n]
         return len(split)
 
     return read

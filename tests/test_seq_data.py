@@ -180,7 +180,7 @@ def test_temporal_split_by_hand(tmp_path):
 
 
 def test_temporal_split_has_no_leakage(tmp_path):
-    options = SyntheticSequenceOptions(users=300, items=500)
+    options = SyntheticSequenceOptions(users=300, items=500, max_length=400)
     cache = SequenceCache.open(write_synthetic_sequences(options, tmp_path / "s"))
     times = np.asarray(cache.timestamps)
     train_end, test_end = int(np.quantile(times, 0.6)), int(np.quantile(times, 0.9))
@@ -265,6 +265,22 @@ def test_ranks_partition_a_global_batch_and_seeds_repeat(synthetic):
     assert len(test) == 400 and [[len(b) for b in share] for share in shares] == [[200, 1], [199, 0]]
 
 
+@pytest.mark.parametrize("split_name", ["train", "test"])
+def test_row_copies_equal_gathers(synthetic, split_name, monkeypatch):
+    """Long rows are copied row by row, short ones gathered at once: the same batches either way."""
+    import dlrs_bench.sequential.batches as batches
+
+    split = leave_last_out(synthetic)[split_name]
+    gathered = list(iter_retrieval_batches(split, 50, 40, seed=1))
+    monkeypatch.setattr(batches, "ROW_COPY_EVENTS", 0)
+    copied = list(iter_retrieval_batches(split, 50, 40, seed=1))
+    assert len(gathered) == len(copied) > 1
+    for a, b in zip(gathered, copied):
+        for name in ("items", "timestamps", "lengths", "users", "targets", "target", "seen_values", "seen_offsets"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None and y is None) or torch.equal(x, y), name
+
+
 def test_eval_batches_truncate_history_but_see_all_of_it(synthetic):
     test = leave_last_out(synthetic)["test"]
     items = np.asarray(synthetic.items)
@@ -347,7 +363,7 @@ def test_raw_users_may_span_chunks(tmp_path, monkeypatch):
 
 def test_synthetic_is_deterministic_and_as_configured(tmp_path):
     options = SyntheticSequenceOptions(users=500, items=400, categories=8, length="fixed", mean_length=12,
-                                       min_length=3, stay=1.0, drift=0.0, seed=4)
+                                       max_length=12, min_length=3, stay=1.0, drift=0.0, seed=4)
     a = SequenceCache.open(write_synthetic_sequences(options, tmp_path / "a"))
     b = SequenceCache.open(write_synthetic_sequences(options, tmp_path / "b"))
     assert np.array_equal(a.items, b.items) and np.array_equal(a.timestamps, b.timestamps)
@@ -360,6 +376,7 @@ def test_synthetic_is_deterministic_and_as_configured(tmp_path):
     category[teacher.items] = np.repeat(np.arange(8), teacher.sizes)
     per_user = category[np.asarray(a.items)].reshape(500, 12)
     assert (per_user == per_user[:, :1]).all()  # stay = 1, drift = 0: one category per user
+    assert all(len(set(row)) == 12 for row in a.items.reshape(500, 12).tolist())  # no item twice
     assert sorted(teacher.sizes.tolist()) == [50] * 8
     assert (np.diff(a.timestamps.reshape(500, 12), axis=1) >= 1).all()
 
@@ -373,9 +390,12 @@ def test_synthetic_lengths_and_ceiling(tmp_path):
     ceiling = cache.manifest.source["ceiling"]
     assert ceiling["test"]["targets"] == ceiling["val"]["targets"] == 3000
     for split in ("val", "test"):
-        values = [ceiling[split][f"hr@{k}"] for k in (1, 10, 50, 100)]
-        assert 0 < values[0] < values[1] < values[2] < values[3] <= 1
+        values = [ceiling[split][f"hr@{k}"] for k in (10, 50, 200)]
+        assert 0 < values[0] < values[1] < values[2] <= 1
         assert 0 < ceiling[split]["ndcg@10"] <= ceiling[split]["hr@10"]
+        assert 0 < ceiling[split]["std_err"]["hr@10"] < 0.01
+    starts = cache.offsets[:-1]
+    assert all(len(set(cache.items[s:e].tolist())) == e - s for s, e in zip(starts[:200], cache.offsets[1:201]))
     # a ranker that knows only item popularity (from train) stays below the teacher's ceiling
     train_items = np.asarray(cache.items)[np.concatenate([np.arange(s, e - 2) for s, e in
                                                           zip(cache.offsets[:-1], cache.offsets[1:])])]
@@ -385,21 +405,27 @@ def test_synthetic_lengths_and_ceiling(tmp_path):
 
 
 def test_synthetic_ceiling_exact_case(tmp_path):
-    """One category per user for ever, uniform items within it (10 of 100): p = 1/10 for 10 items."""
+    """One category per user for ever, uniform items within it (10 of 100), never twice: the test target is
+    one of the 6 items of the category the user has not met (the val target one of 7), each as likely."""
     options = SyntheticSequenceOptions(users=50, items=100, categories=10, length="fixed", mean_length=5,
-                                       stay=1.0, drift=0.0, zipf_exponent=0.0)
+                                       max_length=5, stay=1.0, drift=0.0, zipf_exponent=0.0)
     path = synthetic_sequences(options, tmp_path)
-    ceiling = SequenceCache.open(path).manifest.source["ceiling"]["test"]
-    assert ceiling["hr@1"] == pytest.approx(0.1) and ceiling["hr@10"] == pytest.approx(1.0)
-    assert ceiling["ndcg@10"] == pytest.approx(0.1 * sum(1 / np.log2(r + 2) for r in range(10)))
+    ceiling = SequenceCache.open(path).manifest.source["ceiling"]
+    for split, unseen in (("test", 6), ("val", 7)):
+        assert ceiling[split]["hr@10"] == pytest.approx(1.0) and ceiling[split]["targets"] == 50
+        assert ceiling[split]["ndcg@10"] == pytest.approx(sum(1 / np.log2(r + 2) for r in range(unseen)) / unseen)
     assert synthetic_sequences(options, tmp_path) == path
+    with pytest.raises(ValueError, match="exhaust the items they can reach"):  # 10 items a category, 11 events
+        write_synthetic_sequences(options.model_copy(update={"mean_length": 11, "max_length": 11}), tmp_path / "x")
 
 
 def test_synthetic_options_are_checked():
     with pytest.raises(ValidationError, match="mean_length: 2 must lie in"):
         SyntheticSequenceOptions(mean_length=2, min_length=3)
     with pytest.raises(ValidationError, match="categories"):
-        SyntheticSequenceOptions(items=5, categories=6)
+        SyntheticSequenceOptions(items=5, categories=6, max_length=5, mean_length=4)
+    with pytest.raises(ValidationError, match="max_length: 1,000 events, but a user meets each of the 500"):
+        SyntheticSequenceOptions(items=500)
     with pytest.raises(ValidationError, match="extra"):
         SyntheticSequenceOptions(colour=1)
 

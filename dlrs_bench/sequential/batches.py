@@ -100,9 +100,10 @@ def read_rows(columns: list[tuple[np.ndarray, int]], starts: np.ndarray, lengths
     benchmarks/test_seq_batches.py)."""
     outs = [np.zeros((len(starts), width), np.int64) for _ in columns]
     if len(starts) and lengths.mean() >= ROW_COPY_EVENTS:
-        for row, (start, n) in enumerate(zip(starts.tolist(), lengths.tolist())):
-            for out, (column, shift) in zip(outs, columns):
-                out[row, :n] = column[start + shift : start + shift + n]
+        firsts = [(starts + shift).tolist() for _, shift in columns]
+        for row, n in enumerate(lengths.tolist()):  # row by row: a row's events are read while in cache
+            for out, (column, _), first in zip(outs, columns, firsts):
+                out[row, :n] = column[first[row] : first[row] + n]
         return outs
     positions = jagged_positions(starts, lengths)
     filled = np.arange(width) < lengths[:, None]

@@ -8,15 +8,13 @@ from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_va
 
 from dlrs_bench.config.schema import Seed, StrictModel
 
-#: K of the hr@K / ndcg@K that the synthetic teacher's ceiling records.
-CEILING_KS = (1, 10, 50, 100)
-
 
 class SyntheticSequenceOptions(StrictModel):
     """Synthetic user sequences drawn from a hidden teacher (see :mod:`dlrs_bench.sequential.synthetic`)."""
 
     users: PositiveInt = Field(10_000, description="user sequences generated")
-    items: int = Field(10_000, ge=1, lt=2**31 - 1, description="distinct items (ids 1..items; 0 is padding)")
+    items: int = Field(10_000, ge=1, lt=2**31 - 1, description="distinct items (ids 1..items; 0 is padding); a "
+                       "user meets each at most once")
     categories: PositiveInt = Field(50, description="item categories (each item belongs to one)")
     length: Literal["fixed", "geometric"] = Field(
         "geometric", description="events per user: fixed = mean_length each; geometric = min_length + a geometric "
@@ -41,6 +39,9 @@ class SyntheticSequenceOptions(StrictModel):
         if not self.min_length <= self.mean_length <= self.max_length:
             raise ValueError(f"mean_length: {self.mean_length:g} must lie in [min_length, max_length] = "
                              f"[{self.min_length}, {self.max_length}]")
+        if self.max_length > self.items:
+            raise ValueError(f"max_length: {self.max_length:,} events, but a user meets each of the {self.items:,} "
+                             "items once")
         if self.length == "fixed" and self.mean_length != int(self.mean_length):
             raise ValueError(f"mean_length: fixed lengths need a whole number, got {self.mean_length:g}")
         return self

@@ -114,6 +114,18 @@ DATASETS.register(
     "dlrs_bench.data.options:MovieLensPreparedOptions",
     "MovieLens ml-1m / ml-20m / ml-25m / latest from a prepared cache (user, movie; rating >= 4)",
 )
+DATASETS.register(
+    "movielens-sequences",
+    "dlrs_bench.sequential.datasets:MovieLensSequences",
+    "dlrs_bench.sequential.dataset_options:MovieLensSequencesOptions",
+    "MovieLens ratings as user sequences (bundled ml-latest-small, or ML-1M / ML-20M folders); retrieval",
+)
+DATASETS.register(
+    "synthetic-sequences",
+    "dlrs_bench.sequential.datasets:SyntheticSequences",
+    "dlrs_bench.sequential.dataset_options:SyntheticSequencesOptions",
+    "Generated user sequences: drifting interests over item categories, a known ceiling; retrieval",
+)
 MODELS.register(
     "dlrm",
     "dlrs_bench.models.dlrm:DLRMBuilder",
@@ -155,6 +167,24 @@ MODELS.register(
     "dlrs_bench.models.fibinet:FiBiNETBuilder",
     "dlrs_bench.models.options:FiBiNETOptions",
     "FiBiNET (Huang et al. 2019): SENET field weights + bilinear interactions + DNN",
+)
+MODELS.register(
+    "hstu",
+    "dlrs_bench.sequential.builders:HSTUBuilder",
+    "dlrs_bench.sequential.model_options:HSTUModelOptions",
+    "HSTU (Zhai et al. ICML'24): pointwise-attention sequential transducer; retrieval (paper or dlrmv4 form)",
+)
+MODELS.register(
+    "sasrec",
+    "dlrs_bench.sequential.builders:SASRecBuilder",
+    "dlrs_bench.sequential.model_options:SASRecModelOptions",
+    "SASRec (Kang & McAuley ICDM'18): causal self-attention over the history; retrieval",
+)
+MODELS.register(
+    "popularity",
+    "dlrs_bench.sequential.builders:PopularityBuilder",
+    "dlrs_bench.sequential.model_options:PopularityOptions",
+    "Items ranked by their training count, no parameters: the floor of the retrieval task",
 )
 COMPRESSORS.register(
     "none",

@@ -56,8 +56,10 @@ class LiveDisplay:
             self.progress.remove_task(self.run_task)
         self.run_task = self.progress.add_task(escape(f"{scenario.label} seed {seed}"), total=None, info="")
 
+        metric = scenario.spec.target.metric
+
         def update(step: int, max_steps: int, last: dict[str, float] | None) -> None:
-            info = f"auc {last['auc']:.4f}" if last else ""
+            info = f"{metric} {last[metric]:.4f}" if last else ""
             self.progress.update(self.run_task, completed=step, total=max_steps, info=info)
 
         return update
@@ -71,9 +73,11 @@ class LiveDisplay:
 
 
 def summary_table(results: list[ResultFile], title: str) -> Table:
-    """One row per result: quality, time to target, speed, memory, compression."""
+    """One row per result: quality (the target's metric: last and best evaluation; NE where the task reports
+    it), time to target, speed, memory, compression."""
     table = Table(title=Text(title))
-    for column in ("scenario", "id", "seed", "status", "AUC", "best AUC", "NE", "time→target s", "epochs→target",
+    for column in ("scenario", "id", "seed", "status", "metric", "last", "best", "NE", "time→target s",
+                   "epochs→target",
                    "iter p50 ms", "samples/s", "peak mem MiB", "ratio"):
         table.add_column(column, justify="left" if column in ("scenario", "id", "status") else "right")
     for r in results:
@@ -84,9 +88,10 @@ def summary_table(results: list[ResultFile], title: str) -> Table:
         table.add_row(
             *cells(str(extra.get("label", r.scenario_id)), r.scenario_id, str(r.seed)),
             Text(r.status, style=STATUS_STYLE[r.status]),
-            _fmt(r.metrics.auc if r.metrics else None, ".4f"),
-            _fmt(r.best_metrics.auc if r.best_metrics else None, ".4f"),
-            _fmt(r.metrics.ne if r.metrics else None, ".4f"),
+            r.target.metric if r.target else "–",
+            _fmt(metric_value(r.metrics, r.target.metric) if r.target else None, ".4f"),
+            _fmt(metric_value(r.best_metrics, r.target.metric) if r.target else None, ".4f"),
+            _fmt(metric_value(r.metrics, "ne"), ".4f"),
             _fmt(r.target.time_to_target_s if r.target else None, ".1f"),
             _fmt(r.target.epochs_to_target if r.target else None, ".2f"),
             _fmt(r.timing.iter_ms.p50 if r.timing else None, ".2f"),
@@ -95,6 +100,12 @@ def summary_table(results: list[ResultFile], title: str) -> Table:
             _fmt(r.embedding.compression_ratio if r.embedding else None, ".2f"),
         )
     return table
+
+
+def metric_value(metrics: Any, name: str) -> float | None:
+    """``name`` (``auc``, ``ndcg@10``, ...) of a result's metrics section, None where absent."""
+    return None if metrics is None else getattr(metrics, name, None) if name.isidentifier() else (
+        (metrics.model_extra or {}).get(name))
 
 
 def _fmt(value: float | None, spec: str) -> str:

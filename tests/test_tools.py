@@ -57,7 +57,8 @@ def test_the_benchmarks_run_and_record_their_ratios(tmp_path):
                                "test_one_hot_batches[blocks]", "test_one_hot_batches[permutation]",
                                "test_one_hot_batches_from_disk",
                                "test_mlperf_multi_hot_batches[0]", "test_mlperf_multi_hot_batches[2]",
-                               "test_row_checks_alone[none]", "test_row_checks_alone[permutation]"}
+                               "test_row_checks_alone[none]", "test_row_checks_alone[permutation]",
+                               "test_train_batches[typical]", "test_train_batches[long]"}
     info = benchmarks["test_one_hot_batches[none]"]
     assert info["samples_per_s"] > 0 and info["ratio_vs_plain_warm"] == pytest.approx(
         info["samples_per_s"] / info["plain_warm_samples_per_s"], rel=0.01)

@@ -360,6 +360,8 @@ class Scenario(StrictModel):
                 raise ValueError(f"{where} {metric!r} is not reported by {self.dataset.task} evaluations (dataset "
                                  f"{self.dataset.name!r}): " + ("auc, logloss or ne" if self.dataset.task == "ctr"
                                                                 else "hr@K, ndcg@K or mrr"))
+        if self.dataset.task == "retrieval" and self.world_size > 1:
+            raise ValueError(f"the retrieval task trains on one rank; {self.world_size} ranks asked (gpus / processes)")
         if self.train.batch_size < self.world_size:
             raise ValueError(f"train.batch_size {self.train.batch_size} is smaller than the {self.world_size} "
                              "ranks it is split over")

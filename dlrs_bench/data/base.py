@@ -187,6 +187,10 @@ class CTRDataset:
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
 
+    def subset(self, options: DatasetOptions) -> CTRDataset:
+        """This dataset with the train subset of ``options`` (``num_samples`` / ``fraction``)."""
+        return take_subset(self, options)
+
     def summary(self) -> dict[str, Any]:
         """Sizes and CTRs of the splits, the training order, plus ``info``, as recorded in result files."""
         cache = next(iter(self.splits.values())).cache
@@ -221,7 +225,7 @@ SUBSET_FIELDS = {"num_samples", "fraction", "subset_seed"}
 def build_dataset(options: DatasetOptions) -> CTRDataset:
     """Build the dataset named by ``options.name`` (deterministic for given options), keeping
     the train subset that ``num_samples`` / ``fraction`` ask for."""
-    return take_subset(DATASETS.get(options.name).build(options), options)
+    return DATASETS.get(options.name).build(options).subset(options)
 
 
 def take_subset(full: CTRDataset, options: DatasetOptions) -> CTRDataset:

@@ -104,6 +104,6 @@ def check_fits(plan: MemoryEstimate, device_bytes: int) -> None:
 
 def check_memory(spec: Scenario, dataset: CTRDataset, device: torch.device) -> None:
     """Refuse (:class:`MemoryPlanError`) a CUDA run of ``spec`` that cannot fit ``device``; CPU runs
-    are not planned."""
-    if device.type == "cuda":
+    and the retrieval task are not planned."""
+    if device.type == "cuda" and spec.dataset.task == "ctr":
         check_fits(estimate(spec, dataset), torch.cuda.get_device_properties(device).total_memory)

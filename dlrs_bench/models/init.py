@@ -62,7 +62,14 @@ def xavier_sampler(options: Any, rows: int, width: int) -> Sampler:
     return lambda n, g: torch.empty(n, width).uniform_(-bound, bound, generator=g)
 
 
-SAMPLERS: dict[str, Callable[[Any, int, int], Sampler]] = {"normal": normal_sampler, "xavier": xavier_sampler}
+def truncated_normal_sampler(options: Any, rows: int, width: int) -> Sampler:
+    """N(0, std²) draws truncated to ±2 std (``torch.nn.init.trunc_normal_``)."""
+    std = options.std
+    return lambda n, g: nn.init.trunc_normal_(torch.empty(n, width), std=std, a=-2 * std, b=2 * std, generator=g)
+
+
+SAMPLERS: dict[str, Callable[[Any, int, int], Sampler]] = {
+    "normal": normal_sampler, "truncated_normal": truncated_normal_sampler, "xavier": xavier_sampler}
 
 
 def has_padding_row(info: dict[str, Any]) -> bool:

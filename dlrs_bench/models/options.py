@@ -25,6 +25,14 @@ class NormalInit(StrictModel):
     std: PositiveFloat = Field(1e-4, description="standard deviation of every float")
 
 
+class TruncatedNormalInit(StrictModel):
+    """N(0, std²) truncated to ±2 std on every row (generative-recommenders' ``truncated_normal`` of its item
+    tables, std 0.02); the padding row starts at zero."""
+
+    kind: Literal["truncated_normal"] = "truncated_normal"
+    std: PositiveFloat = Field(0.02, description="standard deviation before truncation at ±2 std")
+
+
 class XavierInit(StrictModel):
     """Xavier-uniform over each table's [rows, width]: U(±sqrt(6 / (rows + width))) (rows: without a
     padding row, which starts at zero)."""
@@ -32,7 +40,7 @@ class XavierInit(StrictModel):
     kind: Literal["xavier"] = "xavier"
 
 
-EmbeddingInit = Annotated[UniformInit | NormalInit | XavierInit, Field(discriminator="kind")]
+EmbeddingInit = Annotated[UniformInit | NormalInit | TruncatedNormalInit | XavierInit, Field(discriminator="kind")]
 
 
 class WithEmbeddingInit(ModelOptions):
@@ -41,7 +49,8 @@ class WithEmbeddingInit(ModelOptions):
     embedding_init: EmbeddingInit = Field(
         UniformInit(),
         description="uniform: TorchRec's U(±sqrt(1/n)) (default); normal: N(0, std²), FuxiCTR's (std 1e-4); "
-                    "xavier: Xavier-uniform over each table's [rows, width]")
+                    "truncated_normal: N(0, std²) within ±2 std (generative-recommenders', std 0.02); xavier: "
+                    "Xavier-uniform over each table's [rows, width]")
 
     def init_scheme(self) -> str:
         return self.embedding_init.kind

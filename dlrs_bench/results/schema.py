@@ -50,9 +50,12 @@ class _Quality(_Section):
 
 
 class Metrics(_Quality):
-    auc: float | None
-    logloss: float | None
-    ne: float | None
+    """One evaluation: ``auc``, ``logloss``, ``ne`` (the ctr task; absent in retrieval results) and, as extra
+    keys, ``hr@K``, ``ndcg@K``, ``mrr`` (the retrieval task)."""
+
+    auc: float | None = None
+    logloss: float | None = None
+    ne: float | None = None
 
 
 class BestMetrics(Metrics):
@@ -110,9 +113,9 @@ class EvalPoint(_Quality):
     epoch: float
     samples: int
     time_s: float
-    auc: float | None
-    logloss: float | None
-    ne: float | None
+    auc: float | None = None
+    logloss: float | None = None
+    ne: float | None = None
 
 
 class Env(_Section):

@@ -36,14 +36,16 @@ ROW_COPY_EVENTS = 256
 @dataclass
 class SeqBatch:
     """B samples padded to S positions: ``items``, ``timestamps`` int64 [B, S] (0 past ``lengths``),
-    ``lengths`` int64 [B], ``users`` int64 [B] (user rows); training: ``targets`` int64 [B, S] (0 where
-    none); evaluation: ``target`` int64 [B] and ``seen_values`` / ``seen_offsets`` (jagged history items,
-    int64 [total] / [B + 1])."""
+    ``lengths`` int64 [B], ``users`` int64 [B] (user rows), ``next_time`` int64 [B] (the time of the item
+    the last position predicts: the last target in training, the held-out target in evaluation);
+    training: ``targets`` int64 [B, S] (0 where none); evaluation: ``target`` int64 [B] and
+    ``seen_values`` / ``seen_offsets`` (jagged history items, int64 [total] / [B + 1])."""
 
     items: torch.Tensor
     timestamps: torch.Tensor
     lengths: torch.Tensor
     users: torch.Tensor
+    next_time: torch.Tensor
     targets: torch.Tensor | None = None
     target: torch.Tensor | None = None
     seen_values: torch.Tensor | None = None
@@ -139,7 +141,7 @@ def train_batch(split: SequenceSplit, samples: np.ndarray, max_len: int) -> SeqB
     inputs, times, targets = read_rows([(cache.items, 0), (cache.timestamps, 0), (cache.items, 1)], begins, lengths,
                                        width)
     return SeqBatch(**_tensors(items=inputs, timestamps=times, lengths=lengths, users=split.users[samples],
-                               targets=targets))
+                               next_time=np.take(cache.timestamps, stops - 1), targets=targets))
 
 
 def eval_batch(split: SequenceSplit, samples: np.ndarray, max_len: int) -> SeqBatch:
@@ -153,5 +155,6 @@ def eval_batch(split: SequenceSplit, samples: np.ndarray, max_len: int) -> SeqBa
     seen = targets - starts
     return SeqBatch(**_tensors(
         items=items, timestamps=times, lengths=lengths, users=split.users[samples],
-        target=np.take(cache.items, targets), seen_values=read_jagged(cache.items, starts, seen),
+        next_time=np.take(cache.timestamps, targets), target=np.take(cache.items, targets),
+        seen_values=read_jagged(cache.items, starts, seen),
         seen_offsets=np.concatenate([[0], np.cumsum(seen)])))

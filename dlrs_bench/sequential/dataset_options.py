@@ -1,0 +1,65 @@
+"""Options of the sequence datasets (the ``retrieval`` task's; pydantic only, no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from dlrs_bench.config.schema import DataFacts, DatasetOptions
+from dlrs_bench.errors import UserInputError
+from dlrs_bench.sequential.data_options import SequenceSplitOptions, SyntheticSequenceOptions
+
+
+class SequenceDatasetOptions(DatasetOptions):
+    """What every sequence dataset shares. ``num_samples`` / ``fraction`` keep nested subsets of the training
+    samples (user prefixes); val and test are untouched. Training samples are read in a new random order
+    every epoch: the CTR read orders (``shuffle``, ``shuffle_block_rows``, ``shuffle_window_rows``) do not
+    apply and are refused."""
+
+    task: ClassVar[str] = "retrieval"
+    #: Whether evaluations remove the user's history from the ranking when ``exclude_seen`` is not given.
+    default_exclude_seen: ClassVar[bool] = True
+
+    split: SequenceSplitOptions = Field(
+        SequenceSplitOptions(), description="leave-last-out (SASRec/HSTU papers) or temporal (train_end, gap_s, "
+        "test_end, val_s: MLPerf dlrmv4's global split)")
+    exclude_seen: bool | None = Field(
+        None, description="remove each user's history items (never the target) from the ranked catalogue; default: "
+                          "the dataset's (true where an item occurs once per user)")
+
+    @model_validator(mode="after")
+    def _no_ctr_read_order(self) -> SequenceDatasetOptions:
+        ctr = sorted({"shuffle", "shuffle_block_rows", "shuffle_window_rows"} & self.model_fields_set)
+        if ctr:
+            raise ValueError(f"{ctr[0]}: a CTR read order; sequence samples are shuffled every epoch")
+        return self
+
+    @property
+    def excludes_seen(self) -> bool:
+        return self.default_exclude_seen if self.exclude_seen is None else self.exclude_seen
+
+
+class MovieLensSequencesOptions(SequenceDatasetOptions):
+    """MovieLens ratings as user sequences (every rating an interaction, dlrs_bench/sequential/movielens.py):
+    the bundled ml-latest-small, or a raw ML-1M / ML-20M / ml-latest folder prepared on first use."""
+
+    name: Literal["movielens-sequences"] = "movielens-sequences"
+    path: str | None = Field(None, description="folder with ratings.dat (ML-1M) or ratings.csv; default: the "
+                                               "bundled ml-latest-small")
+
+    def check_data(self) -> DataFacts:
+        if self.path is not None and not any((Path(self.path) / f).is_file() for f in ("ratings.dat", "ratings.csv")):
+            raise UserInputError(f"{self.path}: no ratings.dat (ML-1M) or ratings.csv (ML-20M, ml-latest) found")
+        return DataFacts()
+
+
+class SyntheticSequencesOptions(SequenceDatasetOptions, SyntheticSequenceOptions):
+    """Synthetic sequences from a hidden teacher with a known ceiling (dlrs_bench/sequential/synthetic.py).
+    Items repeat within a user, so the history is not removed from rankings by default (the ceiling is
+    computed that way)."""
+
+    default_exclude_seen: ClassVar[bool] = False
+
+    name: Literal["synthetic-sequences"] = "synthetic-sequences"

@@ -15,7 +15,7 @@ from dlrs_bench.sequential.batches import iter_retrieval_batches
 from dlrs_bench.sequential.cache import ItemIndex, SequenceCache, SequenceCacheWriter
 from dlrs_bench.sequential.data_options import SequenceSplitOptions, SyntheticSequenceOptions
 from dlrs_bench.sequential.movielens import bundled_movielens_sequences, prepare_movielens_sequences
-from dlrs_bench.sequential.splits import leave_last_out, make_splits, temporal
+from dlrs_bench.sequential.splits import leave_last_out, make_splits, temporal, training_windows
 from dlrs_bench.sequential.synthetic import SequenceTeacher, synthetic_sequences, write_synthetic_sequences
 
 
@@ -435,3 +435,20 @@ def test_make_splits_follows_options(small_cache):
     assert make_splits(cache, SequenceSplitOptions())["test"].positions.tolist() == [2]
     temporal_splits = make_splits(cache, SequenceSplitOptions(protocol="temporal", train_end=15, test_end=30))
     assert temporal_splits["test"].positions.tolist() == [2] and temporal_splits["train"].positions.tolist() == [2, 5]
+
+
+def test_training_windows_make_every_training_event_a_target_once(tmp_path):
+    """``train_windows: all``: a 10-event user (train prefix events 0..7 under leave-last-out) cut into windows
+    of 4 events from the end: [4, 8) → targets 5, 6, 7; [1, 5) → 2, 3, 4; [0, 2) → 1."""
+    cache = write_cache(tmp_path / "c", [list(range(1, 11)), [5, 6, 7]])
+    train = leave_last_out(cache)["train"]
+    windows = training_windows(train, 4)
+    assert windows.users.tolist() == [0, 0, 0] and windows.positions.tolist() == [8, 5, 2]  # user 1: no target
+    targets = []
+    for batch in iter_retrieval_batches(windows, 8, 3, seed=0, shuffle=False):
+        assert batch.items.tolist() == [[5, 6, 7], [2, 3, 4], [1, 0, 0]]  # item of event e is e + 1
+        assert batch.next_time.tolist() == [int(cache.timestamps[7]), int(cache.timestamps[4]),
+                                             int(cache.timestamps[1])]
+        targets += batch.targets[batch.targets > 0].tolist()
+    assert sorted(targets) == list(range(2, 9))  # events 1..7 (items 2..8), each once
+    assert "windows" in windows.describe()

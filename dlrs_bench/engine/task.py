@@ -37,6 +37,10 @@ class Task(Protocol):
         """The model and optimizer ready to train on this rank (a :class:`~dlrs_bench.engine.train.Prepared`)."""
         ...
 
+    def train_split(self, spec: Scenario, dataset: Any) -> Any:
+        """The training samples of ``spec`` (``len()`` of it is an epoch)."""
+        ...
+
     def train_batches(self, spec: Scenario, dataset: Any, seed: int, ranks: Ranks,
                       device: torch.device) -> Iterator[Any]:
         """One epoch of this rank's training batches (closable), in the order ``seed`` gives."""

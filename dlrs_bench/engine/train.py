@@ -252,6 +252,9 @@ class CTRTask:
     def prepare(self, spec: Scenario, dataset: CTRDataset, device: torch.device, ranks: Ranks) -> Prepared:
         return prepare(spec, dataset, device, ranks)
 
+    def train_split(self, spec: Scenario, dataset: CTRDataset) -> CTRSplit:
+        return dataset.splits["train"]
+
     def train_batches(self, spec: Scenario, dataset: CTRDataset, seed: int, ranks: Ranks,
                       device: torch.device) -> Iterator[Batch]:
         return iter_batches(dataset.splits["train"], spec.train.batch_size, dataset.feature_names, seed, ranks.rank,
@@ -290,7 +293,7 @@ def train(
     On N ranks every rank calls this; all return the same outcome (rank 0's timings)."""
     cfg = spec.train
     task: Task = TASKS.get(spec.dataset.task)()
-    train_split, eval_split = dataset.splits["train"], dataset.splits[cfg.eval_split]
+    train_split, eval_split = task.train_split(spec, dataset), dataset.splits[cfg.eval_split]
     try:  # validate refuses it where the train split's size is known without the data
         cfg.check_batch(len(train_split))
     except ValueError as e:

@@ -26,6 +26,10 @@ class RetrievalOptions(WithEmbeddingInit):
     embedding_dim: PositiveInt = Field(50, description="item embedding width d (ml-1m gin: item_embedding_dim 50)")
     max_sequence_length: PositiveInt = Field(
         200, description="history events the model reads (the last ones; ml-1m gin: max_sequence_length 200)")
+    train_windows: Literal["last", "all"] = Field(
+        "last", description="last: one training sample per user, the last max_sequence_length + 1 events of its "
+        "training prefix (SASRec's and generative-recommenders'); all: the prefix cut into windows of that many "
+        "events from its end, so every training event is a target once an epoch (long histories)")
     num_negatives: PositiveInt = Field(128, description="sampled-softmax negatives (ml-1m gin: num_negatives 128)")
     negatives: Literal["per_position", "shared"] = Field(
         "per_position", description="per_position: every position draws its own negatives (generative-recommenders' "

@@ -23,7 +23,7 @@ Protocols:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -121,6 +121,21 @@ def temporal(cache: SequenceCache, train_end: int, gap_s: int, test_end: int, va
     val_split = SequenceSplit(cache, "val", *val.arrays(), False, protocol) if val_s else \
         SequenceSplit(cache, "val", test_split.users, test_split.positions, False, protocol)
     return {"train": SequenceSplit(cache, "train", users, stops, True, protocol), "val": val_split, "test": test_split}
+
+
+def training_windows(split: SequenceSplit, width: int) -> SequenceSplit:
+    """Every training prefix of ``split`` cut from its end into windows of up to ``width`` events, one
+    training sample each: the window ending at the prefix's end, then the one ending ``width - 1`` events
+    earlier, and so on, so that every event of a prefix but its first is a target exactly once (a window's
+    first event is input only). ``width`` ≥ 2."""
+    starts, stops = split.starts(), split.positions
+    step = width - 1
+    counts = -(-(stops - starts - 1) // step)  # ⌈targets / step⌉ windows per prefix
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    k = np.arange(int(counts.sum())) - first  # 0 = the window at the prefix's end
+    windows = np.repeat(stops, counts) - k * step
+    return replace(split, users=np.repeat(split.users, counts), positions=windows,
+                   protocol={**split.protocol, "windows": f"every {width} events of each prefix, from its end"})
 
 
 def make_splits(cache: SequenceCache, options: SequenceSplitOptions) -> dict[str, SequenceSplit]:

@@ -24,6 +24,7 @@ from dlrs_bench.sequential.batches import SeqBatch, iter_retrieval_batches
 from dlrs_bench.sequential.datasets import SequenceDataset
 from dlrs_bench.sequential.metrics import RETRIEVAL_METRICS, RankAccumulator, tie_aware_counts
 from dlrs_bench.sequential.retrieval import Popularity
+from dlrs_bench.sequential.splits import SequenceSplit, training_windows
 
 #: The ``embedding`` section of a model without tables (popularity).
 NO_TABLES = {"uncompressed_params": 0, "params": 0, "bytes": 0, "compression_ratio": 1.0, "per_table": [],
@@ -80,10 +81,17 @@ class RetrievalTask:
         return Prepared(LocalPipeline(step, optimizer), optimizer,
                         account(model.embeddings, getattr(spec.compressor, "ratio", None)).to_json(), counts, None)
 
+    def train_split(self, spec: Scenario, dataset: SequenceDataset) -> SequenceSplit:
+        """The training prefixes, or with ``train_windows: all`` every window of them."""
+        train = dataset.splits["train"]
+        if getattr(spec.model, "train_windows", "last") == "all":
+            return training_windows(train, history_length(spec) + 1)
+        return train
+
     def train_batches(self, spec: Scenario, dataset: SequenceDataset, seed: int, ranks: Ranks,
                       device: torch.device) -> Iterator[SeqBatch]:
-        return iter_retrieval_batches(dataset.splits["train"], spec.train.batch_size, history_length(spec), seed,
-                                      ranks.rank, ranks.world)
+        return iter_retrieval_batches(self.train_split(spec, dataset), spec.train.batch_size, history_length(spec),
+                                      seed, ranks.rank, ranks.world)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, spec: Scenario, dataset: SequenceDataset, device: torch.device,

@@ -119,8 +119,10 @@ def test_console_script_validate_bad_file(tmp_path):
 @pytest.mark.parametrize(
     "what, names",
     [
-        ("datasets", ["movielens-latest-small", "synthetic", "criteo-kaggle", "criteo-tb", "avazu", "movielens"]),
-        ("models", ["dlrm", "dcnv2", "wukong", "deepfm", "autoint", "xdeepfm", "fibinet"]),
+        ("datasets", ["movielens-latest-small", "synthetic", "criteo-kaggle", "criteo-tb", "avazu", "movielens",
+                      "movielens-sequences", "synthetic-sequences"]),
+        ("models", ["dlrm", "dcnv2", "wukong", "deepfm", "autoint", "xdeepfm", "fibinet", "hstu", "sasrec",
+                    "popularity"]),
         ("compressors", ["none", "hashing", "qr", "memcom", "bch", "robe", "tt", "md"]),
     ],
 )

@@ -19,15 +19,12 @@ class SequenceDatasetOptions(DatasetOptions):
     apply and are refused."""
 
     task: ClassVar[str] = "retrieval"
-    #: Whether evaluations remove the user's history from the ranking when ``exclude_seen`` is not given.
-    default_exclude_seen: ClassVar[bool] = True
-
     split: SequenceSplitOptions = Field(
         SequenceSplitOptions(), description="leave-last-out (SASRec/HSTU papers) or temporal (train_end, gap_s, "
         "test_end, val_s: MLPerf dlrmv4's global split)")
-    exclude_seen: bool | None = Field(
-        None, description="remove each user's history items (never the target) from the ranked catalogue; default: "
-                          "the dataset's (true where an item occurs once per user)")
+    exclude_seen: bool = Field(
+        True, description="remove each user's history items (never the target) from the ranked catalogue (the "
+                          "papers' protocol; false for data where users repeat items)")
 
     @model_validator(mode="after")
     def _no_ctr_read_order(self) -> SequenceDatasetOptions:
@@ -36,9 +33,6 @@ class SequenceDatasetOptions(DatasetOptions):
             raise ValueError(f"{ctr[0]}: a CTR read order; sequence samples are shuffled every epoch")
         return self
 
-    @property
-    def excludes_seen(self) -> bool:
-        return self.default_exclude_seen if self.exclude_seen is None else self.exclude_seen
 
 
 class MovieLensSequencesOptions(SequenceDatasetOptions):
@@ -56,10 +50,7 @@ class MovieLensSequencesOptions(SequenceDatasetOptions):
 
 
 class SyntheticSequencesOptions(SequenceDatasetOptions, SyntheticSequenceOptions):
-    """Synthetic sequences from a hidden teacher with a known ceiling (dlrs_bench/sequential/synthetic.py).
-    Items repeat within a user, so the history is not removed from rankings by default (the ceiling is
-    computed that way)."""
-
-    default_exclude_seen: ClassVar[bool] = False
+    """Synthetic sequences from a hidden teacher with a known ceiling (dlrs_bench/sequential/synthetic.py);
+    a user meets an item once, so the ceiling holds with or without ``exclude_seen``."""
 
     name: Literal["synthetic-sequences"] = "synthetic-sequences"

@@ -73,7 +73,7 @@ def subset(split: SequenceSplit, options: SequenceDatasetOptions) -> SequenceSpl
 
 def open_dataset(name: str, folder: Path, options: SequenceDatasetOptions, info: dict[str, Any]) -> SequenceDataset:
     cache = SequenceCache.open(folder)
-    return SequenceDataset(name, cache, make_splits(cache, options.split), options.excludes_seen, info)
+    return SequenceDataset(name, cache, make_splits(cache, options.split), options.exclude_seen, info)
 
 
 class MovieLensSequences:

@@ -326,17 +326,12 @@ class FitX(str, Enum):
     flops = "flops"
 
 
-class FitY(str, Enum):
-    ne = "ne"
-    logloss = "logloss"
-    auc = "auc"
-
-
 @app.command()
 def fit(
     results: Annotated[list[Path], typer.Argument(help="result files or folders")],
     x: Annotated[FitX, typer.Option("--x", help="samples consumed | total params | training FLOPs")] = FitX.samples,
-    y: Annotated[FitY, typer.Option("--y", help="metric of the best evaluation")] = FitY.ne,
+    y: Annotated[str, typer.Option("--y", help="metric of the best evaluation: ne, logloss, auc (ctr); hr@K, "
+                                    "ndcg@K, mrr (retrieval)")] = "ne",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     seed003: Annotated[bool, typer.Option("--compare-seed003", help="check β, R², phase against seed 003")] = False,
 ) -> None:
@@ -344,19 +339,23 @@ def fit(
     NE and LogLoss, AUC(x) = γ − α·x^(−β) for AUC, γ bounded by what is possible (README, "fit")."""
     import json
 
-    from dlrs_bench.compare.fit import FitError, compare_with_seed003, describe, fit_results
+    from dlrs_bench.compare.fit import FitError, compare_with_seed003, describe, fit_results, metric_law
     from dlrs_bench.compare.reference import load_reference
     from dlrs_bench.results.collect import load_results
 
     try:
-        result, left_out = fit_results(load_results(results), x.value, y.value)
+        metric_law(y)
+    except ValueError as e:
+        raise _invalid(UserInputError(f"--y: {e}")) from None
+    try:
+        result, left_out = fit_results(load_results(results), x.value, y)
         checks = compare_with_seed003(result, x.value, load_reference(SEED003_TABLE)) if seed003 else []
     except UserInputError as e:
         raise _invalid(e) from None
     except FitError as e:
         raise _invalid(UserInputError(f"cannot fit: {e}{_left_out(e.left_out)}")) from None
     if as_json:
-        console.print_json(json.dumps({"x": x.value, "y": y.value, **result.to_json(),
+        console.print_json(json.dumps({"x": x.value, "y": y, **result.to_json(),
                                        "seed003": [c.to_json() for c in checks], "left_out": left_out}))
         return
     if left_out:

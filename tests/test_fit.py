@@ -140,6 +140,25 @@ def test_a_metric_that_does_not_improve_fits_no_decay():
     assert not fit.informative("beta") or not fit.informative("alpha")
 
 
+def test_retrieval_metrics_are_fitted_with_a_rising_law_within_0_and_1():
+    """NDCG@10 of a sequential model rising with compute: the AUC law, asymptote at most 1."""
+    x = np.logspace(9, 12, 8)
+    ndcg = 0.20 - 1.0 * x**-0.1
+    fit = fit_power_law(x, ndcg, metric="ndcg@10", bootstrap=30)
+    assert fit.direction == "rises" and fit.formula == "ndcg@10(x) = γ − α·x^(−β)"
+    assert fit.beta == pytest.approx(0.1, rel=0.05) and fit.gamma == pytest.approx(0.20, abs=0.005)
+    assert fit.gamma_bounds == (pytest.approx(ndcg.max()), 1.0)
+    with pytest.raises(ValueError, match="outside its possible range"):
+        fit_power_law(x[:5], [0.1, 0.2, 0.3, 0.4, 1.5], metric="hr@10")
+
+
+def test_fit_command_refuses_an_unknown_metric(tmp_path: Path) -> None:
+    (tmp_path / "seed0.json").write_text("{}", encoding="utf-8")
+    result = runner.invoke(app, ["fit", str(tmp_path), "--y", "ndcg"])
+    assert result.exit_code == 2 and "--y: no scaling law for metric 'ndcg'" in result.output
+    assert "hr@K, ndcg@K, mrr" in result.output
+
+
 def test_unknown_metric_and_impossible_values_are_errors():
     x = np.logspace(3, 6, 5)
     with pytest.raises(ValueError, match="no scaling law for metric 'acc'"):

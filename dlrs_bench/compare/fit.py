@@ -29,6 +29,7 @@ phase is settled (:func:`phase_range` and the verdicts of :mod:`dlrs_bench.compa
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -87,11 +88,13 @@ METRIC_LAWS: dict[str, MetricLaw] = {
 
 
 def metric_law(metric: str) -> MetricLaw:
-    """The law of ``metric``; ValueError naming the known ones otherwise."""
-    try:
+    """The law of ``metric``: NE, LogLoss, AUC, or a retrieval metric (``hr@K``, ``ndcg@K``, ``mrr``: rising,
+    within [0, 1], as AUC); ValueError naming the known ones otherwise."""
+    if metric in METRIC_LAWS:
         return METRIC_LAWS[metric]
-    except KeyError:
-        raise ValueError(f"no scaling law for metric {metric!r}; known: {', '.join(METRIC_LAWS)}") from None
+    if re.fullmatch(r"(hr|ndcg)@[1-9][0-9]*|mrr", metric):
+        return MetricLaw(metric, Direction.RISES, 0.0, 1.0)
+    raise ValueError(f"no scaling law for metric {metric!r}; known: {', '.join(METRIC_LAWS)}, hr@K, ndcg@K, mrr")
 
 
 @dataclass(frozen=True)

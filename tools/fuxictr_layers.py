@@ -1,4 +1,4 @@
-"""FuxiCTR's FiBiNET, DeepFM and xDeepFM against dlrs-bench's, layer by layer, with copied weights.
+"""FuxiCTR's FiBiNET, DeepFM, xDeepFM and WuKong against dlrs-bench's, layer by layer, with copied weights.
 
 Run with dlrs-bench's Python; FuxiCTR (2.3.10) is imported from its own virtual environment, whose
 site-packages go at the END of ``sys.path`` (torch and everything else come from dlrs-bench's venv;
@@ -35,6 +35,14 @@ dlrs-bench does the same with ``first_order_pooling: sum`` (the suite's setting)
 term, genres pooled as the embedding`` rows show the default (``embedding``: the weights averaged like the
 embedding, k times smaller for a bag of k genres), which is a different function.
 
+WuKong (``WuKong_default``: 3 layers of 40 FMB + 40 LCB embeddings, k = 8, FMB MLP 512-256, top 512-256
+with BatchNorm) is compared with dlrs-bench's Wukong under WUKONG_FUXICTR, the options that express
+FuxiCTR's choices (a ReLU after the FMB MLP, Y ~ N(0, 1), a residual bias, top BatchNorm, per-feature
+numeric fields, Xavier-normal Linears); FuxiCTR's biases and norms are redrawn first (they start constant),
+and the logit is compared in eval mode (BatchNorm's running statistics) and train mode (the batch's). Its
+field order, too, is a permutation absorbed by the copied weights (Y's rows, the first FMB Linear's,
+W_L's and the residual projection's columns of layer 0). ``init std`` rows compare its fresh weights.
+
 Separately (``bilinear/senet same input`` rows): FuxiCTR's ``BilinearInteractionV2`` and
 ``SqueezeExcitation`` against dlrs-bench's ``Bilinear`` and ``SENET`` on the same tensor with the same
 weights, every bilinear type and excitation; and the initialisation (``init std`` rows): the standard
@@ -63,7 +71,12 @@ sys.path.insert(0, str(ROOT))
 CATEGORICAL = [("user", 612, False), ("movie", 8974, False), ("genres", 22, True), ("year", 109, False)]
 NUM_DENSE = 4
 MAX_LEN = 10
-MODELS = ("FiBiNET", "DeepFM", "xDeepFM")
+MODELS = ("FiBiNET", "DeepFM", "xDeepFM", "WuKong")
+#: WuKong_default's sizes as suites/fuxictr_match.yaml gives them to dlrs-bench's Wukong.
+WUKONG_TEMPLATE = {"num_layers": 3, "n_f": 40, "n_l": 40, "k": 8, "fmb_mlp": [512, 256], "top_mlp": [512, 256, 1]}
+#: The options that make dlrs-bench's Wukong FuxiCTR's WuKong (dlrs_bench/models/options.py WukongOptions).
+WUKONG_FUXICTR = {"fmb_activation": "relu", "y_init_std": "one", "residual_bias": True, "top_batchnorm": True,
+                  "dense_features": "per_feature", "init": "xavier_normal"}
 
 
 def import_fuxictr(site_packages: str) -> None:
@@ -122,6 +135,9 @@ def fuxi_model(zoo: Path, name: str, order: str, d: int, seed: int) -> nn.Module
     torch.manual_seed(seed)
     model = cls(feature_map(order, d), **kwargs)
     model.output_activation = nn.Identity()  # compare logits
+    if name == "WuKong":  # its top MLP_Block ends in the output activation
+        assert isinstance(model.fc.mlp[-1], nn.Sigmoid)
+        model.fc.mlp[-1] = nn.Identity()
     if TABLE_STD[0]:
         g = torch.Generator().manual_seed(seed + 100)
         with torch.no_grad():
@@ -134,10 +150,12 @@ def dlrs_options(name: str, d: int) -> Any:
     """The suite's (suites/fuxictr_match.yaml) settings for ``name``."""
     from dlrs_bench.registry import MODELS as REGISTRY
 
-    spec = {"FiBiNET": {"name": "fibinet", "dnn": [500, 500, 500, 1]},
-            "DeepFM": {"name": "deepfm", "dnn": [300, 300, 300, 1], "dropout": 0},
-            "xDeepFM": {"name": "xdeepfm", "cin": [32, 32, 32], "dnn": [500, 500, 500, 1]}}[name]
-    return REGISTRY.get(spec["name"]).Options(embedding_dim=d, first_order_pooling="sum", **spec)
+    summed = {"first_order_pooling": "sum"}
+    spec = {"FiBiNET": {"name": "fibinet", "dnn": [500, 500, 500, 1], **summed},
+            "DeepFM": {"name": "deepfm", "dnn": [300, 300, 300, 1], "dropout": 0, **summed},
+            "xDeepFM": {"name": "xdeepfm", "cin": [32, 32, 32], "dnn": [500, 500, 500, 1], **summed},
+            "WuKong": {"name": "wukong", **WUKONG_TEMPLATE, **WUKONG_FUXICTR}}[name]
+    return REGISTRY.get(spec["name"]).Options(embedding_dim=d, **spec)
 
 
 def first_order_as_embedding(net: nn.Module, dense: torch.Tensor, pooled: Any, kjt: Any) -> torch.Tensor:
@@ -479,7 +497,139 @@ def compare_xdeepfm(zoo: Path, d: int, order: str, seed: int, size: int, rep: Re
     rep.row("logit", logit, flogit)
 
 
-COMPARE = {"FiBiNET": compare_fibinet, "DeepFM": compare_deepfm, "xDeepFM": compare_xdeepfm}
+# ---------------------------------------------------------------- WuKong
+
+
+@torch.no_grad()
+def perturb_wukong(fuxi: nn.Module, seed: int) -> None:
+    """Redraw what FuxiCTR starts at a constant (biases 0, LayerNorm and BatchNorm affine 1 / 0, BatchNorm
+    running mean 0 / var 1) so that a bias or norm copied to the wrong place shows."""
+    g = torch.Generator().manual_seed(seed + 200)
+    for mod in fuxi.modules():
+        if isinstance(mod, nn.Linear) and mod.bias is not None:
+            mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.1)
+        elif isinstance(mod, (nn.LayerNorm, nn.BatchNorm1d)):
+            mod.weight.copy_(1 + torch.randn(mod.weight.shape, generator=g) * 0.1)
+            mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.1)
+            if isinstance(mod, nn.BatchNorm1d):
+                mod.running_mean.copy_(torch.randn(mod.running_mean.shape, generator=g) * 0.1)
+                mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) + 0.5)
+
+
+def linears(module: nn.Module) -> list[nn.Linear]:
+    return [m for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+@torch.no_grad()
+def copy_wukong(fuxi: nn.Module, net: nn.Module, pi: list[int], d: int) -> None:
+    """Every FuxiCTR WuKong weight into dlrs-bench's Wukong (all WUKONG_FUXICTR options on). Layer 0 sees
+    the fields in each code's order: Y's rows, the FMB LayerNorm's and first Linear's n k columns, W_L's
+    and the residual projection's columns are taken in dlrs-bench's order (field a = FuxiCTR's pi[a]);
+    later layers see the same n_F + n_L outputs in both."""
+    emb = fuxi.embedding_layer.embedding_layer.embedding_layers
+    for name, _, _ in CATEGORICAL:
+        net.embeddings.embedding_bags[f"t_{name}"].weight.copy_(emb[name].weight)
+    for k in range(NUM_DENSE):
+        net.inputs.dense_weight[k] = emb[f"dense_{k}"].weight[:, 0]
+    for i, (fl, dl) in enumerate(zip(fuxi.wukong_stack, net.layers)):
+        fields_ = pi if i == 0 else list(range(dl.n_in))
+        cols = field_columns(fields_, dl.k)
+        dl.projection.copy_(fl.fmb.proj_Y[fields_])
+        dl.fmb_norm.weight.copy_(fl.fmb.layer_norm.weight[cols])
+        dl.fmb_norm.bias.copy_(fl.fmb.layer_norm.bias[cols])
+        f_lin, d_lin = linears(fl.fmb.mlp), linears(dl.fmb_mlp)
+        assert [a.weight.shape for a in f_lin] == [b.weight.shape for b in d_lin], "FMB MLP shapes differ"
+        for j, (a, b) in enumerate(zip(f_lin, d_lin)):
+            b.weight.copy_(a.weight if j else a.weight[:, cols])
+            b.bias.copy_(a.bias)
+        dl.lcb.weight.copy_(fl.lcb.linear.weight[:, fields_])
+        if hasattr(fl, "residual_proj"):
+            dl.residual.weight.copy_(fl.residual_proj.weight[:, fields_])
+            dl.residual.bias.copy_(fl.residual_proj.bias)
+        dl.norm.load_state_dict(fl.layer_norm.state_dict())
+    f_lin, d_lin = linears(fuxi.fc), linears(net.head)
+    assert [a.weight.shape for a in f_lin] == [b.weight.shape for b in d_lin], "top MLP shapes differ"
+    for a, b in zip(f_lin, d_lin):
+        b.load_state_dict(a.state_dict())
+    f_bn = [m for m in fuxi.fc.modules() if isinstance(m, nn.BatchNorm1d)]
+    d_bn = [m for m in net.head.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert len(f_bn) == len(d_bn)
+    for a, b in zip(f_bn, d_bn):
+        b.load_state_dict(a.state_dict())
+
+
+def compare_wukong(zoo: Path, d: int, order: str, seed: int, size: int, rep: Report) -> None:
+    """dlrs-bench's Wukong with WUKONG_FUXICTR against FuxiCTR's WuKong (WuKong_default), both in eval
+    mode (BatchNorm on its running statistics, redrawn) and in train mode (on the batch's)."""
+    fuxi = fuxi_model(zoo, "WuKong", order, d, seed)
+    perturb_wukong(fuxi, seed)
+    net = dlrs_model("WuKong", d, seed + 1)
+    pi = permutation(order)
+    copy_wukong(fuxi, net, pi, d)
+    x, dense, kjt = batch(size, seed + 2)
+    with torch.no_grad():
+        fx = fuxi.embedding_layer(fuxi.get_inputs(x))
+        ex = torch.cat([net.dense_fields(dense), fields_of(net, kjt)], dim=1)
+        rep.row("embeddings X0 [B, n, d]", ex, fx[:, pi])
+        fl_in, dl_in = fx, ex
+        for i, (fl, dl) in enumerate(zip(fuxi.wukong_stack, net.layers)):
+            cols = field_columns(pi if i == 0 else list(range(dl.n_in)), dl.k)
+            # normalised (|X (X^T Y)| reaches ~10^2, where fp32's summation order alone moves it 10^-4)
+            ffm = fl.fmb.layer_norm(fl.fmb.optimized_fm(fl_in))
+            dfm = dl.fmb_norm(torch.bmm(dl_in, dl_in.transpose(1, 2) @ dl.projection).flatten(1))
+            rep.row(f"layer {i}: LN(X (X^T Y)) flattened", dfm, ffm[:, cols])
+            dfmb = dl.fmb_mlp(dfm).view(size, dl.n_f, d)
+            rep.row(f"layer {i}: FMB (>= 0: {bool((dfmb >= 0).all())})", dfmb, fl.fmb(fl_in))
+            rep.row(f"layer {i}: LCB", dl.lcb(dl_in.transpose(1, 2)).transpose(1, 2), fl.lcb(fl_in))
+            fl_in, dl_in = fl(fl_in), dl(dl_in)
+            rep.row(f"layer {i}: output X_{i + 1}", dl_in, fl_in)
+        rep.row("top MLP (BatchNorm, eval)", net.head(dl_in.flatten(1)), fuxi.fc(fl_in.flatten(1)).squeeze(-1))
+        rep.row("logit (eval)", net(dense, kjt), fuxi(x)["y_pred"].squeeze(-1))
+        fuxi.train(), net.train()
+        rep.row("logit (train: BatchNorm on the batch)", net(dense, kjt), fuxi(x)["y_pred"].squeeze(-1))
+        rep.row("BatchNorm running means after it", torch.cat([m.running_mean for m in net.head.modules()
+                                                               if isinstance(m, nn.BatchNorm1d)]),
+                torch.cat([m.running_mean for m in fuxi.fc.modules() if isinstance(m, nn.BatchNorm1d)]))
+
+
+def fields_of(net: nn.Module, kjt: Any) -> torch.Tensor:
+    """The F pooled embeddings of dlrs-bench's model ``[B, F, d]``."""
+    from dlrs_bench.models.layers import fields
+
+    return fields(net.embeddings(kjt), net.num_sparse, net.d)
+
+
+def wukong_init_stds(zoo: Path, d: int, builds: int = 8) -> None:
+    """As :func:`init_stds`, for WuKong: FuxiCTR's fresh weights against dlrs-bench's with WUKONG_FUXICTR
+    (Y ~ N(0, 1), Xavier-normal Linears, numeric v_k as Linear(1, d))."""
+    sums: dict[str, list[Any]] = {}
+    for seed in range(builds):
+        fuxi = fuxi_model(zoo, "WuKong", "dlrs", d, seed)
+        net = dlrs_model("WuKong", d, seed)
+        emb = fuxi.embedding_layer.embedding_layer.embedding_layers
+        rows = [("numeric Linear(1, d)", torch.cat([emb[f"dense_{k}"].weight for k in range(NUM_DENSE)]),
+                 net.inputs.dense_weight)]
+        for i, (fl, dl) in enumerate(zip(fuxi.wukong_stack, net.layers)):
+            rows += [(f"layer {i} Y", fl.fmb.proj_Y, dl.projection), (f"layer {i} W_L", fl.lcb.linear.weight,
+                                                                       dl.lcb.weight)]
+            rows += [(f"layer {i} FMB Linear {j}", a.weight, b.weight)
+                     for j, (a, b) in enumerate(zip(linears(fl.fmb.mlp), linears(dl.fmb_mlp)))]
+            if hasattr(fl, "residual_proj"):
+                rows.append((f"layer {i} residual projection", fl.residual_proj.weight, dl.residual.weight))
+        rows += [(f"top Linear {j}", a.weight, b.weight) for j, (a, b) in enumerate(zip(linears(fuxi.fc),
+                                                                                        linears(net.head)))]
+        for label, a, b in rows:
+            acc = sums.setdefault(label, [0.0, 0.0, list(a.shape)])
+            acc[0] += a.double().pow(2).mean().item()
+            acc[1] += b.double().pow(2).mean().item()
+    for label, (fa, da, shape) in sums.items():
+        f_std, d_std = (fa / builds) ** 0.5, (da / builds) ** 0.5
+        print(f"  init std {label:<36} {str(tuple(shape)):<14} FuxiCTR {f_std:.4f}  dlrs-bench {d_std:.4f}  "
+              f"ratio {d_std / f_std:.3f}")
+
+
+COMPARE = {"FiBiNET": compare_fibinet, "DeepFM": compare_deepfm, "xDeepFM": compare_xdeepfm,
+           "WuKong": compare_wukong}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -506,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
         same_input_layers(d, args.seed, rep)
         if "FiBiNET" in args.models:
             init_stds(args.zoo, d)
+        if "WuKong" in args.models:
+            wukong_init_stds(args.zoo, d)
         for name in args.models:
             for order in args.layouts:
                 print(f"--- {name}, FuxiCTR fields in {order} order "

@@ -298,14 +298,41 @@ class FiBiNETOptions(WithFirstOrder):
 
 
 class WukongOptions(WithEmbeddingInit):
+    """Wukong (dlrs_bench/models/wukong.py; Zhang et al., ICML'24). The defaults follow the paper's
+    equations; six options express FuxiCTR 2.3.10's WuKong (model_zoo/WuKong/src/WuKong.py), where it
+    departs from the paper or the paper is silent: ``fmb_activation`` relu, ``y_init_std`` one,
+    ``residual_bias``, ``top_batchnorm``, ``dense_features`` per_feature and ``init`` xavier_normal."""
+
     name: Literal["wukong"] = "wukong"
     num_layers: PositiveInt = 3
     n_f: PositiveInt = Field(16, description="embeddings produced by each FMB")
     n_l: PositiveInt = Field(16, description="embeddings produced by each LCB")
     k: PositiveInt = Field(24, description="rank of the optimized FM projection Y")
     fmb_mlp: list[PositiveInt] = Field(default_factory=lambda: [512, 512], description="FMB hidden widths")
-    dense_embeddings: PositiveInt = Field(1, description="embeddings made from the dense features")
-    bottom_mlp: list[PositiveInt] = Field(default_factory=lambda: [64], description="hidden widths dense → embeddings")
+    fmb_activation: Literal["identity", "relu"] = Field(
+        "identity", description="after the FMB MLP's output layer; identity: the paper's MLP (default); relu: "
+                                "FuxiCTR's (every FMB embedding >= 0)")
+    y_init_std: Literal["inverse_sqrt", "one"] = Field(
+        "inverse_sqrt", description="std of Y's normal init: 1/sqrt(n_in) (default) or 1, FuxiCTR's torch.randn")
+    residual_bias: bool = Field(False, description="a bias in the residual projection (FuxiCTR's nn.Linear has one)")
+    dense_features: Literal["mlp", "per_feature"] = Field(
+        "mlp", description="mlp: dense_embeddings vectors through bottom_mlp (the paper); per_feature: e_k = v_k x_k "
+                           "per dense feature, n_0 = F + num_dense (FuxiCTR's numeric embedding); dense_embeddings "
+                           "and bottom_mlp stay at their defaults")
+    dense_embeddings: PositiveInt = Field(1, description="dense_features: mlp: embeddings made from the dense features")
+    bottom_mlp: list[PositiveInt] = Field(default_factory=lambda: [64],
+                                          description="dense_features: mlp: hidden widths dense → embeddings")
     top_mlp: list[PositiveInt] = Field(default_factory=lambda: [512, 512, 1], min_length=1)
+    top_batchnorm: bool = Field(False, description="BatchNorm1d after every hidden Linear of the top MLP, before its "
+                                                   "ReLU (FuxiCTR's mlp_batch_norm)")
+    init: InitOption = Field("torch", description="dense Linears: torch (PyTorch's default), xavier_normal weights and "
+                                                  "zero biases (FuxiCTR) or he_normal; Y keeps y_init_std")
 
     _top_ends_in_logit = field_validator("top_mlp")(logit_mlp)
+
+    @model_validator(mode="after")
+    def _per_feature_has_no_mlp(self) -> WukongOptions:
+        if self.dense_features == "per_feature" and (self.dense_embeddings != 1 or self.bottom_mlp != [64]):
+            raise ValueError("dense_embeddings and bottom_mlp are unused with dense_features: per_feature (each dense "
+                             "feature is its own embedding); remove them, or set dense_features: mlp")
+        return self

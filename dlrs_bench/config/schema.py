@@ -360,8 +360,6 @@ class Scenario(StrictModel):
                 raise ValueError(f"{where} {metric!r} is not reported by {self.dataset.task} evaluations (dataset "
                                  f"{self.dataset.name!r}): " + ("auc, logloss or ne" if self.dataset.task == "ctr"
                                                                 else "hr@K, ndcg@K or mrr"))
-        if self.dataset.task == "retrieval" and self.world_size > 1:
-            raise ValueError(f"the retrieval task trains on one rank; {self.world_size} ranks asked (gpus / processes)")
         if self.train.batch_size < self.world_size:
             raise ValueError(f"train.batch_size {self.train.batch_size} is smaller than the {self.world_size} "
                              "ranks it is split over")
@@ -379,8 +377,9 @@ class Scenario(StrictModel):
         return self.world_size > 1 or (device == "cuda" if one_rank_dmp is None else one_rank_dmp)
 
     def shards_tables(self, device: str) -> bool:
-        """Whether full tables go under DMP on ``device`` (fused TBE kernels, optimizer in the backward)."""
-        return self.in_process_group(device) and self.compressor.kind == "none"
+        """Whether full tables go under DMP on ``device`` (fused TBE kernels, optimizer in the backward): CTR
+        models' full tables in a process group (the retrieval task replicates its item table)."""
+        return self.in_process_group(device) and self.compressor.kind == "none" and self.dataset.task == "ctr"
 
 
 #: MLPerf Training ruleset whose compliance checker the event logs are written for.

@@ -86,6 +86,14 @@ class RankAccumulator:
         self.sums["mrr"] += float(((self._recip[hi.long()] - self._recip[lo.long()]) / span).sum())
         self.count += len(higher)
 
+    def all_reduce(self, device: torch.device) -> None:
+        """Sum every rank's sums and counts (each rank scored its share of the samples)."""
+        totals = torch.tensor([*self.sums.values(), float(self.count)], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(totals)
+        *sums, count = totals.tolist()
+        self.sums = dict(zip(self.sums, sums))
+        self.count = int(count)
+
     def result(self) -> dict[str, float]:
         """Mean of every metric over the samples added (NaN without samples)."""
         return {name: (total / self.count if self.count else float("nan")) for name, total in self.sums.items()}

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -52,6 +53,9 @@ class SequentialRetrieval(nn.Module):
         self.embeddings, self.encoder = embeddings, encoder
         self.options, self.num_items, self.d = options, num_items, options.dim
         self.flops_lengths: torch.Tensor | None = None  # typical history lengths, for flops_per_sample
+        # negatives come from a generator of their own, seeded by the run's seed: every rank draws the same
+        # shared negatives at every step (dropout draws from the global generator, differently per rank)
+        self.sampler = torch.Generator().manual_seed(torch.initial_seed())
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Item embeddings of ``ids`` (any shape) → ``ids.shape + (d,)``."""
@@ -69,22 +73,24 @@ class SequentialRetrieval(nn.Module):
         return self.normalise(h)
 
     def loss(self, batch: SeqBatch) -> torch.Tensor:
-        """Mean sampled-softmax cross-entropy of every valid position's next item."""
+        """Summed sampled-softmax cross-entropy of every valid position's next item (divide by the positions,
+        ``(batch.targets > 0).sum()``, for the mean)."""
         valid = batch.targets > 0  # [B, S]
         u = self.states(batch)[valid]  # [P, d]
         positive = batch.targets[valid]  # [P]
         logits_pos = (u * self.normalise(self.embed(positive))).sum(-1, keepdim=True)  # [P, 1]
         k = self.options.num_negatives
         if self.options.negatives == "shared":
-            negatives = torch.randint(1, self.num_items, (k,), device=u.device)
+            negatives = torch.randint(1, self.num_items, (k,), generator=self.sampler).to(u.device)
             logits_neg = u @ self.normalise(self.embed(negatives)).T  # [P, K]
             clash = positive[:, None] == negatives[None, :]
         else:
-            negatives = torch.randint(1, self.num_items, (len(positive), k), device=u.device)
+            negatives = torch.randint(1, self.num_items, (len(positive), k), generator=self.sampler).to(u.device)
             logits_neg = torch.einsum("pd,pkd->pk", u, self.normalise(self.embed(negatives)))
             clash = positive[:, None] == negatives
         logits = torch.cat([logits_pos, logits_neg.masked_fill(clash, MASKED)], dim=1) / self.options.temperature
-        return F.cross_entropy(logits.float(), torch.zeros(len(positive), dtype=torch.long, device=u.device))
+        return F.cross_entropy(logits.float(), torch.zeros(len(positive), dtype=torch.long, device=u.device),
+                               reduction="sum")
 
     def catalogue(self) -> torch.Tensor:
         """Every item's (normalised) embedding ``[N, d]`` (row 0, padding, included)."""
@@ -121,10 +127,14 @@ class Popularity(nn.Module):
         self.register_buffer("counts", torch.zeros(num_items, dtype=torch.float64))
 
     def count(self, batch: SeqBatch) -> torch.Tensor:
-        """Add the batch's targets to the counts; the NLL of those targets under the counts before."""
+        """Add the batch's targets to the counts (on several ranks: every rank's, all-reduced); the mean NLL of
+        this rank's targets under the counts before."""
         targets = batch.targets[batch.targets > 0]
         probability = (self.counts[targets] + 1) / (self.counts[1:].sum() + self.num_items - 1)
-        self.counts += torch.bincount(targets, minlength=self.num_items).to(self.counts)
+        counts = torch.bincount(targets, minlength=self.num_items).to(self.counts)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(counts)
+        self.counts += counts
         return -probability.log().mean().float()
 
     def scores(self, batch: SeqBatch, catalogue: Any) -> torch.Tensor:

@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from dlrs_bench.compression.base import account
 from dlrs_bench.config.schema import Scenario
-from dlrs_bench.engine.distributed import Ranks
+from dlrs_bench.engine.distributed import Ranks, all_ranks_agree
 from dlrs_bench.engine.optim import OptimizerGroup, build_optimizer
 from dlrs_bench.engine.train import LocalPipeline, Prepared, autocast
 from dlrs_bench.models.base import count
@@ -35,15 +37,21 @@ WHOLE_HISTORY = 1 << 40
 
 class RetrievalStep(nn.Module):
     """A retrieval model's loss as one module of a batch: ``forward(batch) -> (loss, loss.detach())``,
-    the forward in ``precision`` (fp32, or bf16 autocast)."""
+    the forward in ``precision`` (fp32, or bf16 autocast). The loss is the mean over the global batch's
+    positions: on N ranks each rank's sum is divided by the positions of all ranks and multiplied by N, so
+    that DDP's average of the ranks' gradients is the gradient of that mean (one rank's loss as reported
+    is then N × its share; their average, the engine's train loss, is the global mean)."""
 
-    def __init__(self, model: nn.Module, precision: str, device_type: str) -> None:
+    def __init__(self, model: nn.Module, precision: str, device_type: str, ranks: Ranks) -> None:
         super().__init__()
-        self.model, self.precision, self.device_type = model, precision, device_type
+        self.model, self.precision, self.device_type, self.world = model, precision, device_type, ranks.world
 
     def forward(self, batch: SeqBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = (batch.targets > 0).sum()
+        if self.world > 1:
+            dist.all_reduce(positions)
         with autocast(self.device_type, self.precision):
-            loss = self.model.loss(batch)
+            loss = self.model.loss(batch) * self.world / positions.clamp(min=1)
         return loss, loss.detach()
 
 
@@ -74,12 +82,20 @@ class RetrievalTask:
         model = MODELS.get(spec.model.name).build(spec, dataset, device)
         counts = count(model).__dict__
         if isinstance(model, Popularity):
-            return Prepared(CountingPipeline(model), OptimizerGroup([]), NO_TABLES, counts, None)
+            return Prepared(CountingPipeline(model), OptimizerGroup([]), NO_TABLES, counts,
+                            {} if ranks.distributed else None)
         cfg = spec.train
         optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.clip_grad_norm)
-        step = RetrievalStep(model, cfg.precision, device.type)
-        return Prepared(LocalPipeline(step, optimizer), optimizer,
-                        account(model.embeddings, getattr(spec.compressor, "ratio", None)).to_json(), counts, None)
+        step: nn.Module = RetrievalStep(model, cfg.precision, device.type, ranks)
+        sparse = list(getattr(model.embeddings, "sparse_parameters", list)())
+        if ranks.distributed:  # tables replicated: DDP averages the dense gradients, the sparse ones are averaged apart
+            sparse_ids = {id(p) for p in sparse}
+            ignored = [f"model.{n}" for n, p in model.named_parameters() if id(p) in sparse_ids]
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(step, ignored)
+            step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
+        embedding = account(model.embeddings, getattr(spec.compressor, "ratio", None)).to_json()
+        return Prepared(LocalPipeline(step, optimizer, sparse if ranks.distributed else None, device), optimizer,
+                        embedding, counts, {} if ranks.distributed else None)  # {}: no table is sharded
 
     def train_split(self, spec: Scenario, dataset: SequenceDataset) -> SequenceSplit:
         """The training prefixes, or with ``train_windows: all`` every window of them."""
@@ -102,15 +118,20 @@ class RetrievalTask:
         acc = RankAccumulator(dataset.num_items)
         finite = True
         batches = iter_retrieval_batches(dataset.splits[cfg.eval_split], cfg.eval_batch_size or cfg.batch_size,
-                                         history_length(spec), seed=0, shuffle=False)
+                                         history_length(spec), 0, ranks.rank, ranks.world, shuffle=False)
         with autocast(device.type, cfg.precision):
             for batch in batches:
+                if len(batch) == 0:  # a rank's share of the last batch may be empty
+                    continue
                 batch = batch.to(device)
                 scores = model.scores(batch, catalogue).float()
                 finite = finite and bool(torch.isfinite(scores).all())
                 excluded = excluded_items(batch, dataset.num_items, dataset.exclude_seen)
                 acc.add(*tie_aware_counts(scores, batch.target, excluded))
         model.train()
+        if ranks.distributed:  # every rank scored its share: sum the sums
+            acc.all_reduce(device)
+            finite = not all_ranks_agree(not finite, device)
         result = acc.result()
         return result if finite else dict.fromkeys(result, float("nan"))
 

@@ -26,12 +26,13 @@ def cache_root() -> Path:
     return Path(os.environ.get(ENV) or Path.home() / ".cache" / "dlrs-bench")
 
 
-def first_use_cache(dataset: str, key: dict[str, Any], write: Callable[[Path], None]) -> Cache:
-    """The cache of ``dataset`` built with ``key`` (JSON-able options), written by ``write(folder)``
-    (which must create ``folder`` complete, e.g. through a CacheWriter) the first time."""
-    root = cache_root()
+def first_use_folder(root: Path | None, name: str, key: dict[str, Any], write: Callable[[Path], Any]) -> Path:
+    """The folder of the cache ``name`` built from ``key`` (JSON-able options): ``<root>/<name>-<hash of key>``,
+    written by ``write(folder)`` (which must create ``folder`` complete) the first time; a lock makes concurrent
+    first uses build it once. ``root``: default :func:`cache_root`."""
+    root = Path(root) if root is not None else cache_root()
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    folder = root / f"{dataset}-{digest}"
+    folder = root / f"{name}-{digest}"
     if not (folder / "manifest.json").is_file():
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -43,4 +44,10 @@ def first_use_cache(dataset: str, key: dict[str, Any], write: Callable[[Path], N
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (folder / "manifest.json").is_file():
                 write(folder)
-    return open_cache(folder)
+    return folder
+
+
+def first_use_cache(dataset: str, key: dict[str, Any], write: Callable[[Path], None]) -> Cache:
+    """The CTR cache of ``dataset`` built with ``key`` (JSON-able options), written by ``write(folder)``
+    (which must create ``folder`` complete, e.g. through a CacheWriter) the first time."""
+    return open_cache(first_use_folder(None, dataset, key, write))

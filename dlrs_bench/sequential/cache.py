@@ -21,12 +21,9 @@ every file's dtype, shape and size against the manifest, and the offsets (O(user
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from dlrs_bench.data.cache import now
-from dlrs_bench.data.local_cache import ENV, cache_root
+from dlrs_bench.data.local_cache import first_use_folder as first_use  # noqa: F401
 from dlrs_bench.errors import UserInputError
 from dlrs_bench.lifecycle import remove_stale
 
@@ -424,25 +421,3 @@ class ItemIndex:
     def raw_ids(self) -> np.ndarray:
         """The raw id of each item row ``[len(self)]`` int64 (row 0, padding: -1)."""
         return np.concatenate([[-1], *self._raw]).astype(np.int64)
-
-
-def first_use(root: Path | None, name: str, key: dict[str, Any], write: Callable[[Path], Any]) -> Path:
-    """The folder of the cache ``name`` built from ``key`` (JSON-able): ``<root>/<name>-<hash of key>``,
-    written by ``write(folder)`` the first time (a lock makes concurrent first uses build it once), as
-    :mod:`dlrs_bench.data.local_cache` does for CTR data. ``root``: default ``$DLRS_BENCH_CACHE`` or
-    ``~/.cache/dlrs-bench``."""
-    root = Path(root) if root is not None else cache_root()
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    folder = root / f"{name}-{digest}"
-    if not (folder / "manifest.json").is_file():
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            lock = (root / f".{folder.name}.lock").open("w")
-        except OSError as e:
-            raise UserInputError(f"{root}: cannot write the dataset cache ({e.strerror}); set {ENV} to a writable "
-                                 "folder") from None
-        with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (folder / "manifest.json").is_file():
-                write(folder)
-    return folder

@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from dlrs_bench.data.cache import describe_inputs
+from dlrs_bench.data.local_cache import first_use_folder
 from dlrs_bench.data.options import BUNDLED
 from dlrs_bench.data.textrows import split_columns
 from dlrs_bench.errors import UserInputError
-from dlrs_bench.sequential.cache import ItemIndex, SequenceCacheWriter, first_use
+from dlrs_bench.sequential.cache import ItemIndex, SequenceCacheWriter
 
 CHUNK_LINES = 1 << 16  # ~2 MB of text: ~60 MB of Python strings while parsed (measured), as fast as larger
 CSV_HEADER = "userId,movieId,rating,timestamp"
@@ -40,7 +41,7 @@ def bundled_movielens_sequences(cache_root: Path | None = None) -> Path:
     file = BUNDLED / "ratings.csv"
     st = file.stat()
     key = {"version": BUILD_VERSION, "file": [str(file.resolve()), st.st_size, st.st_mtime_ns]}
-    return first_use(cache_root, "movielens-latest-small-sequences", key,
+    return first_use_folder(cache_root, "movielens-latest-small-sequences", key,
                      lambda out: prepare_movielens_sequences(BUNDLED, out))
 
 

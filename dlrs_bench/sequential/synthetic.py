@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrs_bench.sequential.cache import SequenceCacheWriter, first_use
+from dlrs_bench.data.local_cache import first_use_folder
+from dlrs_bench.sequential.cache import SequenceCacheWriter
 from dlrs_bench.sequential.data_options import SyntheticSequenceOptions
 from dlrs_bench.sequential.metrics import CUTOFFS
 
@@ -224,6 +225,7 @@ def write_synthetic_sequences(options: SyntheticSequenceOptions, out: Path) -> P
 
 
 def synthetic_sequences(options: SyntheticSequenceOptions, cache_root: Path | None = None) -> Path:
-    """The cache folder of ``options``, generated on first use (see :func:`~dlrs_bench.sequential.cache.first_use`)."""
+    """The cache folder of ``options``, generated on first use
+    (:func:`~dlrs_bench.data.local_cache.first_use_folder`)."""
     key = {"version": BUILD_VERSION, **options.generation()}
-    return first_use(cache_root, "synthetic-sequences", key, lambda out: write_synthetic_sequences(options, out))
+    return first_use_folder(cache_root, "synthetic-sequences", key, lambda out: write_synthetic_sequences(options, out))

@@ -407,6 +407,7 @@ class PreparedDataset(str, Enum):
     avazu = "avazu"
     movielens = "movielens"
     synthetic = "synthetic"
+    yambda = "yambda"
 
 
 class PrepareFormat(str, Enum):
@@ -442,6 +443,9 @@ def data_prepare(
     on_error: Annotated[str, typer.Option(help="error: stop at the first bad line | skip: drop and count")] = "error",
     workers: Annotated[int | None, typer.Option(help="parser processes / generator threads (default: all cores)")
                        ] = None,
+    events: Annotated[str | None, typer.Option(
+        help="yambda: event types kept, comma-separated, of listen, like, dislike, unlike, undislike (default: "
+        "listen,like)")] = None,
 ) -> None:
     """Convert raw dataset files (or generate synthetic rows) into a memory-mappable cache with a JSON manifest."""
     from rich.progress import Progress, TextColumn, TimeElapsedColumn
@@ -457,7 +461,17 @@ def data_prepare(
             bar.update(task, rows=done, rate=done / max(time.perf_counter() - started, 1e-9))
 
         try:
-            if format_ is PrepareFormat.mlperf_multihot:
+            if events is not None and name is not PreparedDataset.yambda:
+                raise UserInputError("--events: only for yambda")
+            if name is PreparedDataset.yambda:
+                flags = {"--format": format_ is not PrepareFormat.text, "--table-sizes": table_sizes,
+                         "--shuffle-seed": shuffle_seed, "--rows": rows, "--set": set_, "--max-rows": max_rows,
+                         "--numbering": numbering != "dlrm", "--frequency-threshold": frequency_threshold,
+                         "--dense-transform": dense_transform != "dlrm", "--on-error": on_error != "error",
+                         "--movielens-variant": movielens_variant != "ml-20m", "--workers": workers}
+                sequences = _prepare_yambda(raw or [], out, progress, events,
+                                            [flag for flag, given in flags.items() if given])
+            elif format_ is PrepareFormat.mlperf_multihot:
                 text_only = {"--shuffle-seed": shuffle_seed, "--rows": rows, "--set": set_, "--max-rows": max_rows,
                              "--numbering": numbering != "dlrm", "--frequency-threshold": frequency_threshold,
                              "--dense-transform": dense_transform != "dlrm", "--on-error": on_error != "error",
@@ -485,6 +499,10 @@ def data_prepare(
             raise _invalid(e) from None
         except OSError as e:  # a full or read-only disk: the partial cache folder is already removed
             raise _invalid(UserInputError(f"cannot prepare {out}: {e.filename or out}: {e.strerror or e}")) from None
+    if name is PreparedDataset.yambda:
+        say(console, ("prepared", "green"), f" {out}: {sequences.users:,} users, {sequences.events:,} events, "
+            f"{sequences.items - 1:,} items")
+        return
     shuffled = (f"; the first {manifest.shuffle.rows:,} rows in random order ({manifest.shuffle.method}, seed "
                 f"{manifest.shuffle.seed})" if manifest.shuffle else "")
     say(console, ("prepared", "green"), f" {out}: {manifest.rows:,} rows, CTR {manifest.ctr:.4f}, "
@@ -534,6 +552,23 @@ def _prepare_mlperf_multihot(name: str, raw: list[Path], out: Path, progress: An
     except ValidationError as e:
         raise _flag_errors(e, "table_sizes") from None
     return prepare_mlperf_multihot(raw[0], out, options, progress)
+
+
+def _prepare_yambda(raw: list[Path], out: Path, progress: Any, events: str | None, other_flags: list[str]) -> Any:
+    """``data prepare yambda --raw DIR``: Yambda's multi_event.parquet into a sequence cache; returns its
+    manifest."""
+    from dlrs_bench.sequential.cache import SequenceCache
+    from dlrs_bench.sequential.yambda import DEFAULT_EVENTS, check_events, prepare_yambda
+
+    if other_flags:
+        raise UserInputError(f"{other_flags[0]}: not for yambda (its events are written as Yambda's file holds them)")
+    if len(raw) != 1:
+        raise UserInputError("--raw: yambda takes one folder (the one holding multi_event.parquet) or that file")
+    try:
+        kept = check_events(DEFAULT_EVENTS if events is None else tuple(e.strip() for e in events.split(",")))
+    except UserInputError as e:
+        raise UserInputError(f"--{e}") from None
+    return SequenceCache.open(prepare_yambda(raw[0], out, kept, progress)).manifest
 
 
 def _flag_errors(error: Any, fallback: str) -> UserInputError:

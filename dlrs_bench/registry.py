@@ -121,6 +121,12 @@ DATASETS.register(
     "MovieLens ratings as user sequences (bundled ml-latest-small, or ML-1M / ML-20M folders); retrieval",
 )
 DATASETS.register(
+    "yambda",
+    "dlrs_bench.sequential.datasets:Yambda",
+    "dlrs_bench.sequential.dataset_options:YambdaOptions",
+    "Yambda (Yandex Music) listens and likes as user sequences, from `data prepare yambda`; retrieval",
+)
+DATASETS.register(
     "synthetic-sequences",
     "dlrs_bench.sequential.datasets:SyntheticSequences",
     "dlrs_bench.sequential.dataset_options:SyntheticSequencesOptions",

@@ -120,7 +120,7 @@ def test_console_script_validate_bad_file(tmp_path):
     "what, names",
     [
         ("datasets", ["movielens-latest-small", "synthetic", "criteo-kaggle", "criteo-tb", "avazu", "movielens",
-                      "movielens-sequences", "synthetic-sequences"]),
+                      "movielens-sequences", "synthetic-sequences", "yambda"]),
         ("models", ["dlrm", "dcnv2", "wukong", "deepfm", "autoint", "xdeepfm", "fibinet", "hstu", "sasrec",
                     "popularity"]),
         ("compressors", ["none", "hashing", "qr", "memcom", "bch", "robe", "tt", "md"]),

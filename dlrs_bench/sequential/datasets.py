@@ -1,5 +1,5 @@
 """Sequence datasets ready to train on (``retrieval`` task): a sequence cache, its splits and what result
-files record (registered as ``movielens-sequences`` and ``synthetic-sequences``)."""
+files record (registered as ``movielens-sequences``, ``synthetic-sequences`` and ``yambda``)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from typing import Any
 
 import numpy as np
 
+from dlrs_bench.errors import UserInputError
 from dlrs_bench.sequential.cache import SequenceCache, first_use
 from dlrs_bench.sequential.data_options import SyntheticSequenceOptions
 from dlrs_bench.sequential.dataset_options import (
     MovieLensSequencesOptions,
     SequenceDatasetOptions,
     SyntheticSequencesOptions,
+    YambdaOptions,
 )
 from dlrs_bench.sequential.movielens import bundled_movielens_sequences, prepare_movielens_sequences, ratings_file
 from dlrs_bench.sequential.splits import SequenceSplit, make_splits
@@ -104,4 +106,18 @@ class SyntheticSequences:
         folder = synthetic_sequences(generation)
         dataset = open_dataset(options.name, Path(folder), options, {})
         dataset.info = {"ceiling": dataset.cache.manifest.source.get("ceiling")}
+        return dataset
+
+
+class Yambda:
+    Options = YambdaOptions
+
+    @staticmethod
+    def build(options: YambdaOptions) -> SequenceDataset:
+        dataset = open_dataset(options.name, Path(options.path), options, {})
+        source = dataset.cache.manifest.source
+        if source.get("dataset") != "yambda":
+            raise UserInputError(f"{options.path}: holds prepared {source.get('dataset')!r} sequences, not yambda")
+        dataset.info = {"source": options.path, "event_types": source.get("events"),
+                        "time_range_s": dataset.cache.manifest.ranges["timestamps"]}
         return dataset

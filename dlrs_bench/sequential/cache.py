@@ -31,7 +31,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from dlrs_bench.data.cache import now
-from dlrs_bench.data.local_cache import first_use_folder as first_use  # noqa: F401
 from dlrs_bench.errors import UserInputError
 from dlrs_bench.lifecycle import remove_stale
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from dlrs_bench.data.local_cache import first_use_folder
 from dlrs_bench.errors import UserInputError
-from dlrs_bench.sequential.cache import SequenceCache, first_use
+from dlrs_bench.sequential.cache import SequenceCache
 from dlrs_bench.sequential.data_options import SyntheticSequenceOptions
 from dlrs_bench.sequential.dataset_options import (
     MovieLensSequencesOptions,
@@ -90,8 +91,8 @@ class MovieLensSequences:
             file = ratings_file(Path(options.path))
             st = file.stat()
             key = {"version": RAW_BUILD_VERSION, "file": [str(file.resolve()), st.st_size, st.st_mtime_ns]}
-            folder = first_use(None, "movielens-sequences", key,
-                               lambda out: prepare_movielens_sequences(Path(options.path), out))
+            folder = first_use_folder(None, "movielens-sequences", key,
+                                      lambda out: prepare_movielens_sequences(Path(options.path), out))
             source = str(file)
         info = {"source": source, "interactions": "every rating, sorted per user by (timestamp, movieId)"}
         return open_dataset(options.name, folder, options, info)

@@ -46,6 +46,20 @@ def test_pass_improved_regressed_with_one_seed(template):
     assert verdicts([result(template, 0.790, 0.790)], base) == {"auc": "REGRESSED", "ne": "REGRESSED"}
 
 
+def retrieval(template: dict, ndcg: float, hr: float, mrr: float) -> ResultFile:
+    """A result of the retrieval task: its dataset says so and its metrics are HR@K / NDCG@K / MRR."""
+    data = copy.deepcopy(template)
+    data["dataset"] = {**data["dataset"], "task": "retrieval"}
+    data["best_metrics"] = {"epoch": 1.0, "samples": 100, "ndcg@10": ndcg, "hr@10": hr, "mrr": mrr}
+    return ResultFile.model_validate(data)
+
+
+def test_retrieval_results_are_judged_on_ndcg_hr_and_mrr(template):
+    base = [retrieval(template, 0.030, 0.060, 0.030)]
+    assert verdicts([retrieval(template, 0.031, 0.070, 0.020)], base) == {
+        "ndcg@10": "PASS", "hr@10": "IMPROVED", "mrr": "REGRESSED"}
+
+
 def test_noise_and_significant_changes_with_several_seeds(template):
     base = [result(template, a, seed=i) for i, a in enumerate([0.800, 0.806, 0.794])]
     noisy = [result(template, a, seed=i) for i, a in enumerate([0.805, 0.797, 0.801])]

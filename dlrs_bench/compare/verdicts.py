@@ -33,6 +33,19 @@ from dlrs_bench.results.schema import ResultFile
 
 #: Quality metrics: (higher is better, default tolerance as an absolute difference).
 QUALITY: dict[str, tuple[bool, float]] = {"auc": (True, 0.002), "ne": (False, 0.004), "logloss": (False, 0.003)}
+#: The retrieval task's judged metrics, likewise (an absolute 0.002, as AUC's).
+RETRIEVAL_QUALITY: dict[str, tuple[bool, float]] = {"ndcg@10": (True, 0.002), "hr@10": (True, 0.002),
+                                                    "mrr": (True, 0.002)}
+#: Every judged metric's rule.
+RULES = {**QUALITY, **RETRIEVAL_QUALITY}
+
+
+def judged_metrics(run: ResultFile) -> tuple[str, ...]:
+    """The metrics ``compare`` judges for ``run``'s task: best AUC and NE (ctr) or best NDCG@10, HR@10 and MRR
+    (retrieval)."""
+    dataset = (run.model_extra or {}).get("dataset")
+    task = dataset.get("task") if isinstance(dataset, dict) else None
+    return tuple(RETRIEVAL_QUALITY) if task == "retrieval" else ("auc", "ne")
 VERDICTS = ("PASS", "IMPROVED", "REGRESSED", "NOISE", "FAILED", "NOT_COMPARABLE")
 ALPHA = 0.05
 
@@ -89,16 +102,17 @@ def group(results: list[ResultFile]) -> dict[tuple[str, str], list[ResultFile]]:
 
 
 def compare_with_baseline(current: list[ResultFile], baseline: list[ResultFile],
-                          metrics: tuple[str, ...] = ("auc", "ne"),
+                          metrics: tuple[str, ...] | None = None,
                           tolerances: dict[str, float] | None = None) -> list[Comparison]:
-    """One comparison per (scenario of ``current``, metric)."""
+    """One comparison per (scenario of ``current``, metric); ``metrics`` default: those of each scenario's
+    task (:func:`judged_metrics`)."""
     base_groups = group(baseline)
     out = []
     for key, runs in sorted(group(current).items()):
         times = _time_ratios(runs, base_groups.get(key, []))
-        for metric in metrics:
+        for metric in metrics or judged_metrics(runs[0]):
             out.append(_judge(key, label(runs[0]), metric, runs, base_groups.get(key, []), times,
-                              (tolerances or {}).get(metric, QUALITY[metric][1])))
+                              (tolerances or {}).get(metric, RULES[metric][1])))
     return out
 
 
@@ -135,7 +149,7 @@ def _judge(key: tuple[str, str], label: str, metric: str, runs: list[ResultFile]
         return verdict("NOT_COMPARABLE", f"{metric} missing")
     cur, ref = Aggregate.of(cur_values), Aggregate.of(base_values)
     delta = cur.mean - ref.mean
-    better = delta if QUALITY[metric][0] else -delta
+    better = delta if RULES[metric][0] else -delta
     p_value = None
     if len(cur_values) >= 2 and len(base_values) >= 2 and (cur.std > 0 or ref.std > 0):
         p_value = float(stats.ttest_ind(cur_values, base_values, equal_var=False).pvalue)

@@ -368,7 +368,7 @@ def train(
             batches = task.train_batches(spec, dataset, seed * 1_000_003 + epoch, ranks, device)
             if device.type == "cuda":  # overlap reading with the step (on CPU it only competes for the cores)
                 # TorchRec's sharded pipeline copies batches itself (from pinned memory)
-                batches = prefetch(batches, device, copy=isinstance(pipeline, LocalPipeline))
+                batches = prefetch(batches, device, copy=not isinstance(pipeline, ShardedPipeline))
             for rows in global_rows:
                 lr.before_step(step + 1)
                 timer.start()

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError, model_validator
@@ -40,6 +40,7 @@ from dlrs_bench.lifecycle import remove_stale
 FORMAT = "dlrs-bench-cache"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1: one-hot features only, no fixed splits, never shuffled
+M = TypeVar("M", bound=BaseModel)
 
 
 #: Why a cache can hold what no preparation writes (the end of every :class:`DamagedCacheError`).
@@ -479,27 +480,35 @@ def _take(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.take(array, rows, axis=0).view(np.ndarray)
 
 
-def open_cache(path: Path) -> Cache:
-    """Open the cache folder ``path``; a missing, inconsistent or edited cache is a :class:`UserInputError`
-    naming the file and, for a manifest, its first wrong field."""
-    path = Path(path)
+def read_manifest(path: Path, model: type[M], format_: str, versions: tuple[int, ...], missing: str) -> M:
+    """The ``manifest.json`` of cache folder ``path`` as ``model``; a :class:`UserInputError` naming the file (and
+    its first wrong field) when it is absent (``missing``: the message then), unreadable, of another ``format_``
+    or version than ``versions``, or invalid."""
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
-        raise UserInputError(f"{path}: not a prepared dataset (no manifest.json); run `dlrs-bench data prepare`")
+        raise UserInputError(f"{path}: {missing}")
     try:
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as e:
         raise UserInputError(f"{manifest_path}: invalid manifest: {e}") from None
     if not isinstance(data, dict):
         raise UserInputError(f"{manifest_path}: invalid manifest: not a JSON object")
-    if data.get("format") != FORMAT or data.get("version") not in READABLE_VERSIONS:
-        raise UserInputError(f"{manifest_path}: format {data.get('format')} v{data.get('version')}, expected "
-                             f"{FORMAT} v{VERSION}")
+    if data.get("format") != format_ or data.get("version") not in versions:
+        raise UserInputError(f"{manifest_path}: format, version: {data.get('format')} v{data.get('version')}, "
+                             f"expected {format_} v{versions[-1]}")
     try:
-        manifest = Manifest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         field = ".".join(map(str, first["loc"]))
         message = first["msg"].removeprefix("Value error, ")
         raise UserInputError(f"{manifest_path}: invalid manifest: {field + ': ' if field else ''}{message}") from None
+
+
+def open_cache(path: Path) -> Cache:
+    """Open the cache folder ``path``; a missing, inconsistent or edited cache is a :class:`UserInputError`
+    naming the file and, for a manifest, its first wrong field."""
+    path = Path(path)
+    manifest = read_manifest(path, Manifest, FORMAT, READABLE_VERSIONS,
+                             "not a prepared dataset (no manifest.json); run `dlrs-bench data prepare`")
     return Cache(path, manifest)

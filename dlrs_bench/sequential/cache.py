@@ -21,16 +21,15 @@ every file's dtype, shape and size against the manifest, and the offsets (O(user
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
-from dlrs_bench.data.cache import now
+from dlrs_bench.data.cache import now, read_manifest
 from dlrs_bench.errors import UserInputError
 from dlrs_bench.lifecycle import remove_stale
 
@@ -326,24 +325,7 @@ class SequenceCache:
         """Open the cache ``folder``; a missing, inconsistent or truncated cache is a :class:`UserInputError`
         naming the file and, for the manifest, its first wrong field."""
         path = Path(folder)
-        manifest_path = path / "manifest.json"
-        if not manifest_path.is_file():
-            raise UserInputError(f"{path}: not a sequence cache (no manifest.json)")
-        try:
-            data = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (ValueError, OSError) as e:
-            raise UserInputError(f"{manifest_path}: invalid manifest: {e}") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
-            got = (data.get("format"), data.get("version")) if isinstance(data, dict) else "not a JSON object"
-            raise UserInputError(f"{manifest_path}: format, version: expected {FORMAT!r} v{VERSION}, got {got}")
-        try:
-            manifest = SequenceManifest.model_validate(data)
-        except ValidationError as e:
-            first = e.errors()[0]
-            field = ".".join(map(str, first["loc"]))
-            message = first["msg"].removeprefix("Value error, ")
-            raise UserInputError(f"{manifest_path}: invalid manifest: {field + ': ' if field else ''}{message}") \
-                from None
+        manifest = read_manifest(path, SequenceManifest, FORMAT, (VERSION,), "not a sequence cache (no manifest.json)")
         arrays = {name: _open_npy(path / name, dtype, length, manifest)
                   for name, (dtype, length) in manifest.shapes().items()}
         _check_offsets(path / "offsets.npy", arrays["offsets.npy"], manifest.events)

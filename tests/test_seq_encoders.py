@@ -351,3 +351,21 @@ def test_against_generative_recommenders_when_its_mirror_is_here(tmp_path, monke
             assert diff == 0, what
         elif not what.endswith("[info]"):
             assert diff <= 1e-5, what
+
+
+def test_dlrmv4_flops_match_mlperfs_published_count():
+    """MLPerf dlrmv4's configuration (3 STULayers, width 512, 4 heads, d_qk = d_v = 128) at S = 4096: its README
+    (mlcommons/training PR 889, recommendation_v4/README.MD) counts 315.7 GFLOP per sample for forward plus
+    backward — 3 × the forward of the UVQK and output GEMMs (77.3 + 58.0) and 3.5 × the causal attention's
+    (180.4, S²/2 pairs); the forward count here, split the same way, gives the same total within 0.1%."""
+    from dlrs_bench.sequential.hstu import HSTUEncoder, attention_flops
+
+    options = HSTUOptions(form="dlrmv4", num_layers=3, num_heads=4, dqk=128, dv=128)
+    encoder = HSTUEncoder(options, 512, 4096)
+    lengths = torch.tensor([4096])
+    forward = encoder.flops(lengths)
+    attention = 3 * attention_flops(lengths, 4, 128, 128)
+    gemms = forward - attention
+    assert 3 * gemms / 1e9 == pytest.approx(77.3 + 58.0, rel=1e-3)
+    assert 3.5 * attention / 1e9 == pytest.approx(180.4, rel=1e-3)
+    assert (3 * gemms + 3.5 * attention) / 1e9 == pytest.approx(315.7, rel=1e-3)

@@ -393,10 +393,12 @@ class ItemIndex:
         dense[new] = len(self) + np.arange(len(new))
         if len(dense) and dense.max() >= 2**31:
             raise ValueError("more than 2^31 - 1 distinct items: item ids are int32")
-        self._raw.append(uniq[new])
-        keys = np.concatenate([self._keys, uniq[new]])
-        order = np.argsort(keys, kind="stable")
-        self._keys, self._ids = keys[order], np.concatenate([self._ids, dense[new]])[order]
+        if len(new):  # merged into the sorted keys (O(keys), no re-sort): uniq is sorted, so is uniq[sorted new]
+            self._raw.append(uniq[new])
+            in_order = np.sort(new)
+            at_new = np.searchsorted(self._keys, uniq[in_order])
+            self._keys = np.insert(self._keys, at_new, uniq[in_order])
+            self._ids = np.insert(self._ids, at_new, dense[in_order])
         return dense[inverse].astype(np.int32)
 
     def raw_ids(self) -> np.ndarray:

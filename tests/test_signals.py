@@ -31,14 +31,24 @@ DLRS_BENCH = Path(sys.executable).with_name("dlrs-bench")
 STARTUP_S = 180
 
 
+def as_from_a_terminal() -> None:
+    """In the child before it runs dlrs-bench: SIGINT as a terminal leaves it (default action, not blocked),
+    whatever this test process's state — an ignored or blocked signal is inherited through exec, and in long
+    runs of the whole suite this process was seen with SIGINT ignored, which made the command deaf to it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 class Command:
-    """A ``dlrs-bench`` process in its own session; stdout and stderr go to files."""
+    """A ``dlrs-bench`` process in its own session, started as from a terminal; stdout and stderr go to
+    files."""
 
     def __init__(self, tmp: Path, *args: Any) -> None:
         self.out, self.err = tmp / "stdout.txt", tmp / "stderr.txt"
         with self.out.open("w") as out, self.err.open("w") as err:
             self.proc = subprocess.Popen([str(DLRS_BENCH), *map(str, args)], stdout=out, stderr=err,
-                                         start_new_session=True, env={**os.environ, "COLUMNS": "200"})
+                                         start_new_session=True, env={**os.environ, "COLUMNS": "200"},
+                                         preexec_fn=as_from_a_terminal)
         self.pid = self.proc.pid
 
     def wait_for(self, ready: Callable[[], bool], what: str) -> None:
